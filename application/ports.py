@@ -1,0 +1,230 @@
+"""Ports: what the use cases need from the world, as Protocols. Adapters satisfy them without inheriting.
+
+Hot paths take and return batches (claim, promote, finish, dispatch) so that one SQL statement or one Redis
+pipeline serves many jobs. Every method that changes state is atomic on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from attrs import frozen
+
+from domain.job import Job, Run, State
+from domain.schedule import Firing, Occurrence, Schedule
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current instant, UTC-aware."""
+        ...
+
+
+T = TypeVar("T")
+
+
+@frozen(kw_only=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+@frozen(kw_only=True)
+class JobFilter:
+    state: State | None = None
+    queue: str | None = None
+    task: str | None = None
+    schedule_id: str | None = None
+
+
+@frozen(kw_only=True)
+class Submitted:
+    job: Job
+    created: bool  # False: an existing job with the same idempotency key was returned
+
+
+@frozen(kw_only=True)
+class Finished:
+    """The new state of a job after an attempt ended, plus the run row that records the attempt."""
+
+    job: Job
+    run: Run | None
+
+
+@frozen(kw_only=True)
+class QueueStats:
+    queue: str
+    counts: dict[str, int]  # by state
+    oldest_queued_at: datetime | None
+    finished_last_minute: int
+
+
+class JobRepository(Protocol):
+    async def add(self, jobs: Sequence[Job]) -> list[Submitted]:
+        """Store new jobs all or nothing. A job whose idempotency key exists already is not stored;
+        the existing job comes back with created=False instead."""
+        ...
+
+    async def get(self, job_id: str) -> Job:
+        """The job; JobNotFound if unknown."""
+        ...
+
+    async def list(self, where: JobFilter, *, limit: int, cursor: str | None) -> Page[Job]:
+        """Jobs matching `where`, newest first, keyset-paged by id."""
+        ...
+
+    async def save(self, job: Job, run: Run | None = None) -> None:
+        """Write a transitioned job (and the run that ended, if any) iff the stored version is
+        job.version - 1; StaleWrite otherwise."""
+        ...
+
+    async def promote_due(self, now: datetime, limit: int) -> list[Job]:
+        """Move up to `limit` scheduled/retry jobs with run_at <= now to queued (dispatched_at = now)."""
+        ...
+
+    async def claim(self, job_ids: Sequence[str], *, worker_id: str, now: datetime,
+                    lease_seconds: float) -> list[Job]:
+        """Start the given jobs that are still queued (others are skipped): running, attempt + 1, leased."""
+        ...
+
+    async def renew(self, leases: Sequence[tuple[str, int]], *, now: datetime,
+                    lease_seconds: float) -> list[str]:
+        """Extend the leases (job id, token) still held at `now`; return the ids whose lease was lost."""
+        ...
+
+    async def finish(self, outcomes: Sequence[Finished], *, now: datetime) -> list[str]:
+        """Record ended attempts in one go. Each write is fenced: applied only if the job is still
+        running under the same lease token and the lease has not expired at `now`. Returns refused ids."""
+        ...
+
+    async def expired(self, now: datetime, limit: int) -> list[Job]:
+        """Running jobs whose lease expired at `now` (their worker is presumed lost)."""
+        ...
+
+    async def redispatch(self, now: datetime, older_than: datetime, limit: int) -> list[Job]:
+        """Queued jobs last dispatched before `older_than`: stamp them dispatched at `now` and return them."""
+        ...
+
+    async def next_due_at(self) -> datetime | None:
+        """The earliest run_at of a scheduled or retry job, to know how long the scheduler may sleep."""
+        ...
+
+    async def runs(self, job_id: str) -> list[Run]:
+        """Execution history of a job, oldest first; JobNotFound if the job is unknown."""
+        ...
+
+    async def queue_stats(self, now: datetime) -> list[QueueStats]:
+        ...
+
+    async def prune(self, finished_before: datetime, limit: int) -> int:
+        """Delete up to `limit` terminal jobs (and their runs) finished before the instant."""
+        ...
+
+
+Planner = Callable[[Schedule, Job | None], Firing]
+
+
+class ScheduleRepository(Protocol):
+    async def add(self, schedule: Schedule) -> None:
+        """DuplicateSchedule if the name is taken."""
+        ...
+
+    async def get(self, key: str) -> Schedule:
+        """By id or by name; ScheduleNotFound if neither matches."""
+        ...
+
+    async def list(self, *, limit: int, cursor: str | None) -> Page[Schedule]:
+        ...
+
+    async def save(self, schedule: Schedule) -> None:
+        """Compare-and-set on version (StaleWrite); DuplicateSchedule on a renamed clash."""
+        ...
+
+    async def delete(self, schedule_id: str) -> None:
+        ...
+
+    async def record(self, firing: Firing) -> list[Job]:
+        """Atomically: save firing.schedule (CAS), store its jobs - skipping any whose
+        (schedule_id, scheduled_for) exists already - append its occurrences to the ledger and cancel
+        firing.cancel_job_ids. Returns the jobs actually stored."""
+        ...
+
+    async def fire_due(self, now: datetime, limit: int, plan: Planner) -> list[Job]:
+        """For up to `limit` schedules due at `now`, each locked so that one replica handles it: call
+        plan(schedule, its last fired job) and record the firing as `record` does. Returns new jobs."""
+        ...
+
+    async def next_due_at(self) -> datetime | None:
+        """The earliest due_at of any schedule."""
+        ...
+
+    async def occurrences(self, schedule_id: str, *, limit: int, cursor: str | None) -> Page[Occurrence]:
+        """The occurrence ledger of a schedule, newest first."""
+        ...
+
+    async def fired_for(self, schedule_id: str, start: datetime, end: datetime) -> set[datetime]:
+        """Occurrence times in [start, end] that already have a job."""
+        ...
+
+
+class Dispatcher(Protocol):
+    async def push(self, jobs: Sequence[Job]) -> None:
+        """Make the jobs available to workers of their queues, highest priority first."""
+        ...
+
+    async def pop(self, queues: Sequence[str], *, limit: int, timeout: float) -> list[str]:
+        """Up to `limit` job ids from the first non-empty queue in order, waiting up to `timeout` s."""
+        ...
+
+    async def size(self, queue: str) -> int:
+        ...
+
+
+class Wakeup(Protocol):
+    """Lets a submitter wake sleeping schedulers when something is due sooner than they planned."""
+
+    async def notify(self) -> None:
+        ...
+
+    async def wait(self, timeout: float) -> None:
+        """Return after `timeout` seconds, or sooner when notified."""
+        ...
+
+
+class Handler(Protocol):
+    def __call__(self, payload: dict[str, Any], ctx: Any) -> Any | Awaitable[Any]:
+        ...
+
+
+class TaskRegistry(Protocol):
+    def names(self) -> frozenset[str] | None:
+        """The task names this deployment runs; None when this process does not know the registry."""
+        ...
+
+    def handler(self, name: str) -> Handler | None:
+        ...
+
+
+class TaskContext(Protocol):
+    """What a handler gets besides its payload (SPEC §5, §6)."""
+
+    job_id: str
+    attempt: int
+    deadline: datetime
+    scheduled_for: datetime | None
+    lateness_seconds: float
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled or its lease lost: stop soon."""
+        ...
+
+    def heartbeat(self) -> None:
+        """Ask for the lease to be renewed now (the worker also renews on its own)."""
+        ...
+
+    def fail_permanently(self, reason: str) -> None:
+        """Raise PermanentFailure: the job fails now, with no further attempts."""
+        ...
