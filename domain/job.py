@@ -175,6 +175,10 @@ class Job:
     def terminal(self) -> bool:
         return self.state in TERMINAL
 
+    def deadline(self) -> datetime:
+        """When the running attempt times out."""
+        return (self.started_at or self.updated_at) + timedelta(seconds=self.timeout_seconds)
+
     def promote(self, *, now: datetime) -> Job:
         """A waiting job whose time has come joins its queue (and is dispatched)."""
         if self.state in WAITING and self.run_at > now:

@@ -74,10 +74,10 @@ class ScheduleSpec:
     cron: str | None = None
     interval_seconds: int | None = None
     timezone: str = "UTC"
-    misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    misfire_policy: MisfirePolicy = field(default=MisfirePolicy.RUN_ONCE, converter=MisfirePolicy)
     misfire_grace_seconds: int = 60
     max_catchup: int = 100
-    overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
+    overlap_policy: OverlapPolicy = field(default=OverlapPolicy.ALLOW, converter=OverlapPolicy)
     jitter_seconds: int = 0
     start_at: datetime | None = field(default=None, validator=must_be_aware)
     end_at: datetime | None = field(default=None, validator=must_be_aware)
@@ -313,11 +313,11 @@ class Schedule:
                 entries.append(self._range(backlog, count, late[-2] if len(late) > 1 else late[-1],
                                            Fate.COALESCED, now))
             return [late[-1], *on_time], entries
-        fired = late[-self.spec.max_catchup:]
+        fired = list(late)[-self.spec.max_catchup:]
         dropped = None if backlog.late_count is None else backlog.late_count - len(fired)
         entries = []
         if dropped is None or dropped > 0:
-            last_dropped = late[-len(fired) - 1] if len(late) > len(fired) else backlog.first_late
+            last_dropped = list(late)[-len(fired) - 1] if len(late) > len(fired) else backlog.first_late
             entries.append(self._range(backlog, dropped, last_dropped, unfired, now))
         return [*fired, *on_time], entries
 

@@ -1,0 +1,179 @@
+"""In-memory JobRepository: the fake for unit tests and the store of `gnomon dev`.
+
+Every method runs without awaiting in between, so on one event loop each is atomic, as the SQL ones are.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from attrs import evolve
+
+from adapters.memory.paging import keyset_page
+from application.ports import Finished, JobFilter, Page, QueueStats, Submitted
+from domain.errors import JobNotFound, LeaseLost, StaleWrite
+from domain.job import TERMINAL, WAITING, Job, Run, State
+
+
+class InMemoryJobRepository:
+    def __init__(self) -> None:
+        self.rows: dict[str, Job] = {}
+        self.history: dict[str, list[Run]] = defaultdict(list)
+        self._by_key: dict[str, str] = {}
+        self._by_occurrence: dict[tuple[str, datetime], str] = {}
+
+    async def add(self, jobs: Sequence[Job]) -> list[Submitted]:
+        return self.add_now(jobs)
+
+    def add_now(self, jobs: Sequence[Job], *, skip_fired: bool = False) -> list[Submitted]:
+        """Insert all or nothing; jobs for an occurrence that has one already are skipped when asked."""
+        out: list[Submitted] = []
+        seen: dict[str, Job] = {}
+        for job in jobs:
+            key = job.idempotency_key
+            existing = self.rows.get(self._by_key.get(key, "")) if key else None
+            existing = existing or (seen.get(key) if key else None)
+            if existing is not None:
+                out.append(Submitted(job=existing, created=False))
+                continue
+            occurrence = (job.schedule_id, job.scheduled_for) if job.schedule_id and job.scheduled_for else None
+            if occurrence and occurrence in self._by_occurrence:
+                if skip_fired:
+                    continue
+                raise StaleWrite(f"occurrence {occurrence[1].isoformat()} of schedule {occurrence[0]}")
+            if key:
+                seen[key] = job
+            out.append(Submitted(job=job, created=True))
+        for item in out:
+            if item.created:
+                self._put(item.job)
+        return out
+
+    def _put(self, job: Job) -> None:
+        self.rows[job.id] = job
+        if job.idempotency_key:
+            self._by_key[job.idempotency_key] = job.id
+        if job.schedule_id and job.scheduled_for:
+            self._by_occurrence[(job.schedule_id, job.scheduled_for)] = job.id
+
+    async def get(self, job_id: str) -> Job:
+        try:
+            return self.rows[job_id]
+        except KeyError:
+            raise JobNotFound(job_id) from None
+
+    async def list(self, where: JobFilter, *, limit: int, cursor: str | None) -> Page[Job]:
+        def match(job: Job) -> bool:
+            return ((where.state is None or job.state == where.state)
+                    and (where.queue is None or job.queue == where.queue)
+                    and (where.task is None or job.task == where.task)
+                    and (where.schedule_id is None or job.schedule_id == where.schedule_id))
+        return keyset_page(filter(match, self.rows.values()), lambda j: j.id, limit=limit, cursor=cursor)
+
+    async def save(self, job: Job, run: Run | None = None) -> None:
+        self.save_now(job, run)
+
+    def save_now(self, job: Job, run: Run | None = None) -> None:
+        stored = self.rows.get(job.id)
+        if stored is None:
+            raise JobNotFound(job.id)
+        if stored.version != job.version - 1:
+            raise StaleWrite(f"job {job.id}")
+        self.rows[job.id] = job
+        if run is not None:
+            self.history[job.id].append(run)
+
+    async def promote_due(self, now: datetime, limit: int) -> list[Job]:
+        due = sorted((j for j in self.rows.values() if j.state in WAITING and j.run_at <= now),
+                     key=lambda j: j.run_at)[:limit]
+        promoted = [job.promote(now=now) for job in due]
+        self.rows.update((job.id, job) for job in promoted)
+        return promoted
+
+    async def claim(self, job_ids: Sequence[str], *, worker_id: str, now: datetime,
+                    lease_seconds: float) -> list[Job]:
+        claimed = []
+        for job_id in dict.fromkeys(job_ids):
+            job = self.rows.get(job_id)
+            if job is not None and job.state is State.QUEUED:
+                claimed.append(job.start(worker_id=worker_id, now=now, lease_seconds=lease_seconds))
+        self.rows.update((job.id, job) for job in claimed)
+        return claimed
+
+    async def renew(self, leases: Sequence[tuple[str, int]], *, now: datetime,
+                    lease_seconds: float) -> list[str]:
+        lost = []
+        for job_id, token in leases:
+            job = self.rows.get(job_id)
+            try:
+                if job is None:
+                    raise LeaseLost(job_id, token)
+                self.rows[job_id] = job.renew(token=token, now=now, lease_seconds=lease_seconds)
+            except LeaseLost:
+                lost.append(job_id)
+        return lost
+
+    async def finish(self, outcomes: Sequence[Finished], *, now: datetime) -> list[str]:
+        refused = []
+        for item in outcomes:
+            stored = self.rows.get(item.job.id)
+            if stored is None or not _holds(stored, item.job.version - 1, now):
+                refused.append(item.job.id)
+                continue
+            self.save_now(item.job, item.run)
+        return refused
+
+    async def expired(self, now: datetime, limit: int) -> list[Job]:
+        lost = [j for j in self.rows.values()
+                if j.state is State.RUNNING and j.lease is not None and j.lease.expires_at <= now]
+        return sorted(lost, key=lambda j: j.lease.expires_at if j.lease else now)[:limit]
+
+    async def redispatch(self, now: datetime, older_than: datetime, limit: int) -> list[Job]:
+        stale = sorted((j for j in self.rows.values() if j.state is State.QUEUED
+                        and (j.dispatched_at is None or j.dispatched_at < older_than)),
+                       key=lambda j: j.dispatched_at or j.created_at)[:limit]
+        touched = [evolve(job, dispatched_at=now) for job in stale]
+        self.rows.update((job.id, job) for job in touched)
+        return touched
+
+    async def next_due_at(self) -> datetime | None:
+        return min((j.run_at for j in self.rows.values() if j.state in WAITING), default=None)
+
+    async def runs(self, job_id: str) -> list[Run]:
+        await self.get(job_id)
+        return list(self.history.get(job_id, []))
+
+    async def queue_stats(self, now: datetime) -> list[QueueStats]:
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(State, 0))
+        oldest: dict[str, datetime] = {}
+        recent: dict[str, int] = defaultdict(int)
+        minute_ago = now - timedelta(minutes=1)
+        for job in self.rows.values():
+            counts[job.queue][job.state] += 1
+            if job.state is State.QUEUED:
+                oldest[job.queue] = min(oldest.get(job.queue, job.run_at), job.run_at)
+            if job.state in TERMINAL and job.finished_at and job.finished_at >= minute_ago:
+                recent[job.queue] += 1
+        return [QueueStats(queue=q, counts={str(s): n for s, n in c.items()}, oldest_queued_at=oldest.get(q),
+                           finished_last_minute=recent[q]) for q, c in sorted(counts.items())]
+
+    async def prune(self, finished_before: datetime, limit: int) -> int:
+        old = [j.id for j in self.rows.values()
+               if j.state in TERMINAL and j.finished_at is not None and j.finished_at < finished_before][:limit]
+        for job_id in old:
+            job = self.rows.pop(job_id)
+            self.history.pop(job_id, None)
+            if job.idempotency_key:
+                self._by_key.pop(job.idempotency_key, None)
+        return len(old)
+
+
+def _holds(stored: Job, token: int, now: datetime) -> bool:
+    """The fencing rule: still running under the lease `token` names, and that lease not yet expired."""
+    try:
+        stored.holder(token, now=now)
+    except LeaseLost:
+        return False
+    return stored.version == token

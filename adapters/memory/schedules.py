@@ -1,0 +1,90 @@
+"""In-memory ScheduleRepository, sharing the job store so a firing is recorded atomically."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+
+from adapters.memory.jobs import InMemoryJobRepository
+from adapters.memory.paging import keyset_page
+from application.ports import Page, Planner
+from domain.errors import DuplicateSchedule, ScheduleNotFound, StaleWrite
+from domain.job import Job
+from domain.schedule import Fate, Firing, Occurrence, Schedule
+
+
+class InMemoryScheduleRepository:
+    def __init__(self, jobs: InMemoryJobRepository) -> None:
+        self.jobs = jobs
+        self.rows: dict[str, Schedule] = {}
+        self.ledger: dict[str, list[Occurrence]] = defaultdict(list)
+
+    async def add(self, schedule: Schedule) -> None:
+        if any(s.name == schedule.name for s in self.rows.values()):
+            raise DuplicateSchedule(schedule.name)
+        self.rows[schedule.id] = schedule
+
+    async def get(self, key: str) -> Schedule:
+        found = self.rows.get(key) or next((s for s in self.rows.values() if s.name == key), None)
+        if found is None:
+            raise ScheduleNotFound(key)
+        return found
+
+    async def list(self, *, limit: int, cursor: str | None) -> Page[Schedule]:
+        return keyset_page(self.rows.values(), lambda s: s.id, limit=limit, cursor=cursor)
+
+    async def save(self, schedule: Schedule) -> None:
+        self._check(schedule)
+        self.rows[schedule.id] = schedule
+
+    def _check(self, schedule: Schedule) -> None:
+        stored = self.rows.get(schedule.id)
+        if stored is None:
+            raise ScheduleNotFound(schedule.id)
+        if stored.version != schedule.version - 1:
+            raise StaleWrite(f"schedule {schedule.id}")
+        if any(s.name == schedule.name and s.id != schedule.id for s in self.rows.values()):
+            raise DuplicateSchedule(schedule.name)
+
+    async def delete(self, schedule_id: str) -> None:
+        schedule = await self.get(schedule_id)
+        del self.rows[schedule.id]
+        self.ledger.pop(schedule.id, None)
+
+    async def record(self, firing: Firing) -> list[Job]:
+        return self._record(firing, firing.schedule.updated_at)
+
+    def _record(self, firing: Firing, now: datetime) -> list[Job]:
+        self._check(firing.schedule)
+        cancels = []
+        for job_id in firing.cancel_job_ids:
+            job = self.jobs.rows.get(job_id)
+            if job is not None and not job.terminal:
+                cancels.append(job.cancel(now=now))
+        stored = self.jobs.add_now(firing.jobs, skip_fired=True)
+        for cancelled, run in cancels:
+            self.jobs.save_now(cancelled, run)
+        self.rows[firing.schedule.id] = firing.schedule
+        self.ledger[firing.schedule.id].extend(firing.occurrences)
+        return [s.job for s in stored]
+
+    async def fire_due(self, now: datetime, limit: int, plan: Planner) -> list[Job]:
+        due = sorted((s for s in self.rows.values() if s.due_at is not None and s.due_at <= now),
+                     key=lambda s: s.due_at or now)[:limit]
+        fired: list[Job] = []
+        for schedule in due:
+            previous = self.jobs.rows.get(schedule.last_job_id) if schedule.last_job_id else None
+            fired += self._record(plan(schedule, previous), now)
+        return fired
+
+    async def next_due_at(self) -> datetime | None:
+        return min((s.due_at for s in self.rows.values() if s.due_at is not None), default=None)
+
+    async def occurrences(self, schedule_id: str, *, limit: int, cursor: str | None) -> Page[Occurrence]:
+        entries = list(enumerate(self.ledger.get(schedule_id, [])))
+        page = keyset_page(entries, lambda e: f"{e[0]:012d}", limit=limit, cursor=cursor)
+        return Page(items=[e[1] for e in page.items], next_cursor=page.next_cursor)
+
+    async def fired_for(self, schedule_id: str, start: datetime, end: datetime) -> set[datetime]:
+        return {e.scheduled_for for e in self.ledger.get(schedule_id, [])
+                if e.fate is Fate.FIRED and start <= e.scheduled_for <= end}

@@ -1,0 +1,130 @@
+"""The scheduler tick and the loop around it. Any number of replicas may run: every step is a set-based,
+row-locked or fenced operation in the repositories, so they share the work instead of repeating it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+from attrs import define, field, frozen
+
+from application.identity import new_id
+from application.ports import Clock, Dispatcher, JobRepository, ScheduleRepository, Wakeup
+from application.submit_jobs import dispatch
+from domain.errors import DomainError, StaleWrite, Unavailable
+from domain.job import Job
+from domain.schedule import Firing, Schedule
+
+log = logging.getLogger("gnomon.scheduler")
+
+
+@frozen(kw_only=True)
+class TickSettings:
+    batch: int = 5000
+    dispatch_timeout: timedelta = timedelta(seconds=30)
+    sweep_every: timedelta = timedelta(seconds=2)  # lease rescue and re-dispatch look-ups
+    retention: timedelta = timedelta(days=7)
+    prune_batch: int = 1000
+
+
+@frozen(kw_only=True)
+class TickReport:
+    promoted: int = 0
+    fired: int = 0
+    rescued: int = 0
+    redispatched: int = 0
+    pruned: int = 0
+    busy: bool = False  # a batch came back full: tick again at once
+
+
+@frozen
+class SchedulerTick:
+    jobs: JobRepository
+    schedules: ScheduleRepository
+    dispatcher: Dispatcher
+    clock: Clock
+    settings: TickSettings = TickSettings()
+
+    async def __call__(self, *, sweep: bool = True) -> TickReport:
+        now = self.clock.now()
+        promoted = await self.jobs.promote_due(now, self.settings.batch)
+        fired = await self.schedules.fire_due(now, self.settings.batch, self._plan(now))
+        queued = promoted + [j for j in fired if j.state.value == "queued"]
+        await dispatch(self.dispatcher, queued)
+        rescued = redispatched = pruned = 0
+        if sweep:
+            rescued = await self._rescue(now)
+            again = await self.jobs.redispatch(now, now - self.settings.dispatch_timeout, self.settings.batch)
+            await dispatch(self.dispatcher, again)
+            redispatched = len(again)
+            pruned = await self.jobs.prune(now - self.settings.retention, self.settings.prune_batch)
+        busy = len(promoted) >= self.settings.batch or len(fired) >= self.settings.batch
+        return TickReport(promoted=len(promoted), fired=len(fired), rescued=rescued,
+                          redispatched=redispatched, pruned=pruned, busy=busy)
+
+    @staticmethod
+    def _plan(now: datetime):  # noqa: ANN205 - a Planner
+        def plan(schedule: Schedule, previous: Job | None) -> Firing:
+            return schedule.plan(now=now, previous=previous, new_id=new_id)
+        return plan
+
+    async def _rescue(self, now: datetime) -> int:
+        """Jobs whose worker went quiet past its lease: the attempt counts as `lost`."""
+        rescued = 0
+        for job in await self.jobs.expired(now, self.settings.batch):
+            lost, run = job.lose(now=now)
+            try:
+                await self.jobs.save(lost, run)
+            except StaleWrite:
+                continue  # the worker finished, or another replica rescued it, meanwhile
+            log.warning("job %s lost its worker %s (attempt %d): %s", job.id,
+                        job.lease.worker_id if job.lease else "?", job.attempt, lost.state)
+            rescued += 1
+        return rescued
+
+
+@define
+class SchedulerLoop:
+    """Tick, then sleep until the next due time (or a wake-up from a submitter), forever."""
+
+    tick: SchedulerTick
+    jobs: JobRepository
+    schedules: ScheduleRepository
+    wakeup: Wakeup
+    clock: Clock
+    max_sleep: float = 2.0
+    stopping: asyncio.Event = field(factory=asyncio.Event)
+    ticks: int = 0
+    last_sweep: datetime | None = None
+
+    async def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                report = await self._tick_once()
+                delay = 0.0 if report.busy else await self._sleep_for()
+            except (Unavailable, DomainError) as exc:
+                log.error("scheduler tick failed, retrying in 1 s: %s", exc)
+                delay = 1.0
+            if delay > 0:
+                await self.wakeup.wait(delay)
+
+    async def _tick_once(self) -> TickReport:
+        now = self.clock.now()
+        sweep = self.last_sweep is None or now - self.last_sweep >= self.tick.settings.sweep_every
+        if sweep:
+            self.last_sweep = now
+        report = await self.tick(sweep=sweep)
+        self.ticks += 1
+        if report.promoted or report.fired or report.rescued or report.redispatched:
+            log.info("tick: %s", report)
+        return report
+
+    async def _sleep_for(self) -> float:
+        now = self.clock.now()
+        due = [t for t in (await self.jobs.next_due_at(), await self.schedules.next_due_at()) if t is not None]
+        horizon = min(due, default=now + timedelta(seconds=self.max_sleep))
+        return max(0.0, min((horizon - now).total_seconds(), self.max_sleep))
+
+    def stop(self) -> None:
+        self.stopping.set()

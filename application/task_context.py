@@ -1,0 +1,44 @@
+"""The `ctx` a handler receives (SPEC §5, §6): who it is, until when, and whether to stop."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from attrs import define, field
+
+from domain.errors import PermanentFailure
+from domain.job import Job
+
+
+@define
+class JobContext:
+    job_id: str
+    attempt: int
+    deadline: datetime
+    scheduled_for: datetime | None
+    lateness_seconds: float
+    on_heartbeat: Callable[[str], None] = field(repr=False)
+    _cancelled: threading.Event = field(factory=threading.Event, repr=False)
+
+    @classmethod
+    def of(cls, job: Job, on_heartbeat: Callable[[str], None]) -> JobContext:
+        started = job.started_at or job.updated_at
+        return cls(job_id=job.id, attempt=job.attempt, deadline=job.deadline(),
+                   scheduled_for=job.scheduled_for, lateness_seconds=(started - job.run_at).total_seconds(),
+                   on_heartbeat=on_heartbeat)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled, its lease lost, or the worker is shutting down past its grace."""
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def heartbeat(self) -> None:
+        self.on_heartbeat(self.job_id)
+
+    def fail_permanently(self, reason: str) -> None:
+        raise PermanentFailure(reason)
