@@ -1,0 +1,95 @@
+"""Shared fixtures of the integration tests: real PostgreSQL, one throwaway database per test.
+
+A session-scoped template database is built from `migrations/` with the real runner; each test gets a
+clone of it (`CREATE DATABASE ... TEMPLATE`), dropped afterwards. A missing server is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import pytest_asyncio
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from adapters.postgres.migrate import migrate
+
+DEFAULT_URL = "postgresql://root@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"  # DBs 8-15 belong to the benchmark harness
+
+
+def base_url() -> str:
+    return os.environ.get("GNOMON_TEST_DATABASE_URL", DEFAULT_URL)
+
+
+def database_url(name: str) -> str:
+    """The base URL pointed at another database (URL or key=value conninfo alike)."""
+    base = base_url()
+    if "://" in base:
+        parts = urlsplit(base)
+        return urlunsplit(parts._replace(path="/" + name))
+    return make_conninfo(base, dbname=name)
+
+
+def create_database(name: str, template: str | None = None) -> str:
+    with psycopg.connect(base_url(), autocommit=True) as conn:
+        if template is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        else:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                         sql.Identifier(template)))
+    return database_url(name)
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(base_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def throwaway_name(kind: str) -> str:
+    return f"gnomon_{kind}_{secrets.token_hex(6)}"
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def pg_template() -> AsyncIterator[str]:
+    """Name of a database migrated from `migrations/` by the real runner; clones start from it."""
+    name = throwaway_name("tmpl")
+    url = create_database(name)
+    try:
+        await migrate(url)
+        yield name
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    """URL of a fresh, fully migrated database of this test alone."""
+    name = throwaway_name("test")
+    url = create_database(name, template=pg_template)
+    try:
+        yield url
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture
+def empty_pg_url() -> Iterator[str]:
+    """URL of an empty, unmigrated database of this test alone (for migration tests)."""
+    name = throwaway_name("empty")
+    url = create_database(name)
+    try:
+        yield url
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """URL of the test Redis (DB 0-7 only); tests isolate themselves with a random key prefix."""
+    return os.environ.get("GNOMON_TEST_REDIS_URL", DEFAULT_REDIS_URL)
