@@ -64,7 +64,7 @@ class SchedulerTick:
                           redispatched=redispatched, pruned=pruned, busy=busy)
 
     @staticmethod
-    def _plan(now: datetime):  # noqa: ANN205 - a Planner
+    def _plan(now: datetime):
         def plan(schedule: Schedule, previous: Job | None) -> Firing:
             return schedule.plan(now=now, previous=previous, new_id=new_id)
         return plan

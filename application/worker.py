@@ -5,6 +5,7 @@ lease that expires, and the scheduler retries the job."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -16,7 +17,7 @@ from attrs import define, field, frozen
 
 from application.ports import Clock, Dispatcher, Finished, JobRepository, TaskRegistry
 from application.task_context import JobContext
-from domain.errors import DomainError, PermanentFailure, Unavailable
+from domain.errors import DomainError, LeaseLost, PermanentFailure, Unavailable
 from domain.job import Job, Outcome
 
 log = logging.getLogger("gnomon.worker")
@@ -117,6 +118,13 @@ class Worker:
             self._outbox_ready.set()
 
     async def _attempt(self, held: _Held) -> Finished | None:
+        try:
+            return await self._outcome(held)
+        except LeaseLost:
+            log.warning("job %s: lease lost before its outcome could be recorded", held.job.id)
+            return None
+
+    async def _outcome(self, held: _Held) -> Finished | None:
         job, token = held.job, held.job.version
         handler = self.tasks.handler(job.task)
         try:
@@ -147,7 +155,7 @@ class Worker:
         return Finished(job=new, run=run)
 
     def _call(self, handler: Any, payload: dict[str, Any], ctx: JobContext) -> Awaitable[Any]:
-        if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(getattr(handler, "__call__", None)):
+        if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(type(handler).__call__):
             return handler(payload, ctx)
         loop = asyncio.get_running_loop()
         return _settle(loop.run_in_executor(self._threads, handler, payload, ctx))
@@ -174,10 +182,8 @@ class Worker:
 
     async def _heartbeats(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._beat_now.wait(), timeout=self.settings.heartbeat_seconds)
-            except TimeoutError:
-                pass
             self._beat_now.clear()
             try:
                 await self._renew()
@@ -188,7 +194,13 @@ class Worker:
         leases = [(h.job.id, h.job.version) for h in self.held.values()]
         if not leases:
             return
-        lost = await self.jobs.renew(leases, now=self.clock.now(), lease_seconds=self.settings.lease_seconds)
+        now, seconds = self.clock.now(), self.settings.lease_seconds
+        lost = await self.jobs.renew(leases, now=now, lease_seconds=seconds)
+        for job_id, token in leases:
+            held = self.held.get(job_id)
+            if held is not None and job_id not in lost:
+                with contextlib.suppress(LeaseLost):  # our own view of the lease moves with the stored one
+                    held.job = held.job.renew(token=token, now=now, lease_seconds=seconds)
         for job_id in lost:
             held = self.held.get(job_id)
             if held is not None and held.task is not None:
@@ -223,10 +235,8 @@ async def _settle(future: Awaitable[Any]) -> Any:
 
 
 async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
 
 
 def _describe(exc: BaseException) -> str:
