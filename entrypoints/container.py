@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from dependency_injector import containers, providers
 
 from adapters.memory.clock import SystemClock
+from adapters.memory.dispatcher import InMemoryDispatcher
 from adapters.memory.jobs import InMemoryJobRepository
 from adapters.memory.schedules import InMemoryScheduleRepository
+from adapters.memory.wakeup import InMemoryWakeup
+from adapters.tasks.builtin import builtin_tasks
+from adapters.tasks.registry import ImportedTaskRegistry
 from application.manage_jobs import CancelJob, GetJob, JobRuns, ListJobs, QueueOverview, RetryJob
 from application.manage_schedules import (
     BackfillSchedule,
@@ -21,7 +27,10 @@ from application.manage_schedules import (
     TriggerSchedule,
     UpdateSchedule,
 )
+from application.scheduler import SchedulerLoop, SchedulerTick, TickSettings
 from application.submit_jobs import SubmitJobs
+from application.worker import Worker, WorkerSettings
+from entrypoints.settings import Settings
 
 
 class MemoryAdapters(containers.DeclarativeContainer):
@@ -30,8 +39,10 @@ class MemoryAdapters(containers.DeclarativeContainer):
     tasks = providers.Dependency()
     jobs = providers.Singleton(InMemoryJobRepository)
     schedules = providers.Singleton(InMemoryScheduleRepository, jobs=jobs)
-    dispatcher = providers.Dependency()
-    wakeup = providers.Dependency()
+    dispatcher = providers.Singleton(InMemoryDispatcher)
+    wakeup = providers.Singleton(InMemoryWakeup)
+    resources = providers.Object({})
+    readiness = providers.Object({})
 
 
 class UseCases(containers.DeclarativeContainer):
@@ -63,3 +74,64 @@ class UseCases(containers.DeclarativeContainer):
     get_schedule = providers.Factory(GetSchedule, schedules=adapters.schedules)
     list_schedules = providers.Factory(ListSchedules, schedules=adapters.schedules)
     schedule_occurrences = providers.Factory(ScheduleOccurrences, schedules=adapters.schedules)
+
+
+class Runtime:
+    """A process's wiring: the use cases on the adapters `settings` choose, and their lifecycle."""
+
+    def __init__(self, settings: Settings, adapters: containers.Container) -> None:
+        self.settings = settings
+        self.adapters = adapters
+        self.use_cases = UseCases(adapters=adapters)
+
+    async def start(self) -> None:
+        for resource in self._resources():
+            opener = getattr(resource, "open", None)
+            if opener is not None:
+                await opener()
+
+    async def stop(self) -> None:
+        for resource in reversed(self._resources()):
+            closer = getattr(resource, "close", None)
+            if closer is not None:
+                await closer()
+
+    def _resources(self) -> list[object]:
+        return [self.adapters.resources()[name] for name in ("pool", "redis", "wakeup")
+                if name in self.adapters.resources()]
+
+    async def readiness(self) -> dict[str, bool]:
+        checks = self.adapters.readiness()
+        return {name: await check() for name, check in checks.items()}
+
+    def tick(self) -> SchedulerTick:
+        s = self.settings
+        return SchedulerTick(
+            self.adapters.jobs(), self.adapters.schedules(), self.adapters.dispatcher(),
+            self.use_cases.clock(),
+            TickSettings(dispatch_timeout=timedelta(seconds=s.dispatch_timeout_seconds), retention=s.retention))
+
+    def scheduler_loop(self) -> SchedulerLoop:
+        return SchedulerLoop(self.tick(), self.adapters.jobs(), self.adapters.schedules(), self.adapters.wakeup(),
+                             self.use_cases.clock())
+
+    def worker(self, *, queues: tuple[str, ...], concurrency: int, worker_id: str) -> Worker:
+        s = self.settings
+        settings = WorkerSettings(worker_id=worker_id, queues=queues, concurrency=concurrency,
+                                  lease_seconds=s.lease_seconds, heartbeat_seconds=s.heartbeat_seconds,
+                                  shutdown_grace_seconds=s.shutdown_grace_seconds)
+        return Worker(self.adapters.jobs(), self.adapters.dispatcher(), self.adapters.tasks(),
+                      self.use_cases.clock(), settings)
+
+
+def task_registry(settings: Settings) -> ImportedTaskRegistry:
+    return ImportedTaskRegistry(settings.tasks, builtin_tasks(settings.http_allow, settings.http_allow_private))
+
+
+def build(settings: Settings) -> Runtime:
+    """Choose the adapters: memory unless a database URL is given (SPEC §7)."""
+    tasks = task_registry(settings)
+    if settings.backend == "memory" and settings.redis_url is None:
+        adapters = MemoryAdapters(tasks=providers.Object(tasks))
+        return Runtime(settings, adapters)
+    raise NotImplementedError("PostgreSQL/Redis wiring lands with their adapters")

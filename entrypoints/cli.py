@@ -1,0 +1,128 @@
+"""The `gnomon` command (SPEC §7)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+from collections.abc import Sequence
+
+from attrs import evolve
+
+from entrypoints.container import build
+from entrypoints.logs import setup_logging
+from entrypoints.processes import Services, run
+from entrypoints.settings import Settings, SettingsError
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="path of gnomon.toml (default: ./gnomon.toml if present)")
+    parser.add_argument("--database-url", help="PostgreSQL URL (GNOMON_DATABASE_URL)")
+    parser.add_argument("--redis-url", help="Redis URL (GNOMON_REDIS_URL)")
+    parser.add_argument("--log-format", choices=["text", "json"], help="GNOMON_LOG_FORMAT")
+
+
+def _worker_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--queues", default="default", help="comma-separated queues, in priority order")
+    parser.add_argument("--concurrency", type=int, default=16, help="jobs run at once by this worker")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="gnomon", description="Distributed scheduler for delayed and recurring jobs")
+    commands = top.add_subparsers(dest="command", required=True)
+    dev = commands.add_parser("dev", help="API + scheduler + worker in one process, in memory unless told")
+    dev.add_argument("--host", default=None)
+    dev.add_argument("--port", type=int, default=None)
+    _common(dev)
+    _worker_flags(dev)
+    api = commands.add_parser("api", help="the HTTP API")
+    api.add_argument("--host", default=None)
+    api.add_argument("--port", type=int, default=None)
+    _common(api)
+    scheduler = commands.add_parser("scheduler", help="the scheduler (any number of replicas)")
+    _common(scheduler)
+    worker = commands.add_parser("worker", help="a worker")
+    _common(worker)
+    _worker_flags(worker)
+    migrate = commands.add_parser("migrate", help="apply pending database migrations")
+    _common(migrate)
+    return top
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "queues", "concurrency")}
+    return Settings.from_env(flags)
+
+
+def _queues(text: str) -> tuple[str, ...]:
+    return tuple(q.strip() for q in text.split(",") if q.strip())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except SettingsError as exc:
+        print(f"gnomon: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(args.command, settings.log_format)
+    try:
+        return COMMANDS[args.command](args, settings)
+    except SettingsError as exc:
+        print(f"gnomon: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.api_tokens:
+        settings = evolve(settings, api_tokens=(secrets.token_urlsafe(18),))
+    runtime = build(settings)
+    host, port = settings.host, settings.port
+    services = Services(api=(host, port), scheduler=True, queues=_queues(args.queues), concurrency=args.concurrency)
+
+    def banner() -> None:
+        base = f"http://{host}:{port}"
+        print(f"gnomon dev ({settings.backend} backend) is up.\n"
+              f"  API:     {base}/v1\n  Docs:    {base}/schema  (OpenAPI: {base}/schema/openapi.json)\n"
+              f"  Token:   {settings.api_tokens[0]}\n"
+              f"  Try:     curl -H 'Authorization: Bearer {settings.api_tokens[0]}' {base}/v1/queues\n"
+              f"  Stop:    Ctrl-C", flush=True)
+
+    asyncio.run(run(runtime, services, on_ready=banner))
+    return 0
+
+
+def _api(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.api_tokens:
+        raise SettingsError("GNOMON_API_TOKENS must be set for `gnomon api` (comma-separated bearer tokens)")
+    asyncio.run(run(build(settings), Services(api=(settings.host, settings.port))))
+    return 0
+
+
+def _scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    asyncio.run(run(build(settings), Services(scheduler=True)))
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = build(settings)
+    runtime.adapters.tasks().check()
+    asyncio.run(run(runtime, Services(queues=_queues(args.queues), concurrency=args.concurrency)))
+    return 0
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.postgres.migrate import migrate
+
+    if settings.database_url is None:
+        raise SettingsError("GNOMON_DATABASE_URL (or --database-url) is needed to migrate")
+    applied = asyncio.run(migrate(settings.database_url))
+    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    return 0
+
+
+COMMANDS = {"dev": _dev, "api": _api, "scheduler": _scheduler, "worker": _worker, "migrate": _migrate}
+
+if __name__ == "__main__":
+    raise SystemExit(main())

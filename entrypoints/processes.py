@@ -1,0 +1,99 @@
+"""Run gnomon's services in this process: any mix of API, scheduler and worker, stopped cleanly by
+SIGTERM/SIGINT (the worker drains, SPEC §5)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Callable, Iterator
+
+import uvicorn
+from attrs import frozen
+
+from entrypoints.container import Runtime
+
+log = logging.getLogger("gnomon")
+
+
+@frozen(kw_only=True)
+class Services:
+    api: tuple[str, int] | None = None  # host, port
+    scheduler: bool = False
+    queues: tuple[str, ...] = ()  # a worker runs when queues are given
+    concurrency: int = 16
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its own signal handling: the runner owns the signals and the order of shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+def api_server(runtime: Runtime, host: str, port: int) -> _Server:
+    from adapters.http.app import create_app
+
+    app = create_app(runtime.use_cases, tokens=runtime.settings.api_tokens, readiness=runtime.readiness,
+                     max_body_bytes=runtime.settings.max_body_bytes)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    return _Server(config)
+
+
+async def run(runtime: Runtime, services: Services, *, on_ready: Callable[[], None] | None = None) -> None:
+    """Start the services, wait for a signal (or for one of them to crash), stop them in order."""
+    await runtime.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = api_server(runtime, *services.api) if services.api else None
+    scheduler = runtime.scheduler_loop() if services.scheduler else None
+    worker = (runtime.worker(queues=services.queues, concurrency=services.concurrency, worker_id=worker_id())
+              if services.queues else None)
+    tasks = {name: asyncio.create_task(coro, name=name) for name, coro in (
+        ("api", server.serve() if server else None),
+        ("scheduler", scheduler.run() if scheduler else None),
+        ("worker", worker.run() if worker else None)) if coro is not None}
+    try:
+        if server is not None:
+            while not server.started and not tasks["api"].done():
+                await asyncio.sleep(0.01)
+        if on_ready is not None:
+            on_ready()
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopper, *tasks.values()], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                log.error("service %s crashed", task.get_name(), exc_info=task.exception())
+        log.info("stopping: %s", ", ".join(tasks))
+    finally:
+        await _shutdown(tasks, server, scheduler, worker)
+        await runtime.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _shutdown(tasks: dict[str, asyncio.Task[None]], server: _Server | None, scheduler: object,
+                    worker: object) -> None:
+    if worker is not None:
+        worker.stop()  # type: ignore[attr-defined]
+    if scheduler is not None:
+        scheduler.stop()  # type: ignore[attr-defined]
+        tasks["scheduler"].cancel()  # it may sleep on a wake-up channel; a tick in flight is atomic
+    if server is not None:
+        server.should_exit = True
+    results = await asyncio.gather(*tasks.values(), return_exceptions=True)
+    for name, result in zip(tasks, results, strict=True):
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            log.error("service %s ended with %r", name, result)
