@@ -66,7 +66,7 @@ async def run(runtime: Runtime, services: Services, *, on_ready: Callable[[], No
         ("worker", worker.run() if worker else None)) if coro is not None}
     try:
         if server is not None:
-            while not server.started and not tasks["api"].done():
+            while not server.started and not tasks["api"].done():  # noqa: ASYNC110 - uvicorn offers no event
                 await asyncio.sleep(0.01)
         if on_ready is not None:
             on_ready()
