@@ -40,7 +40,7 @@ class InMemoryDispatcher:
             self._pushed.set()
             self._pushed = asyncio.Event()
 
-    async def pop(self, queues: Sequence[str], *, limit: int, timeout: float) -> list[str]:  # noqa: ASYNC109 - the port's signature
+    async def pop(self, queues: Sequence[str], *, limit: int, timeout: float) -> list[str]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         while True:

@@ -17,7 +17,7 @@ class InMemoryWakeup:
     async def notify(self) -> None:
         self._event.set()
 
-    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - the port's signature
+    async def wait(self, timeout: float) -> None:
         if timeout > 0 and not self._event.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._event.wait(), timeout)

@@ -1,0 +1,159 @@
+"""RedisDispatcher on a real Redis: the shared contract plus key layout, isolation and error translation.
+
+Each test gets a fresh random prefix and deletes its keys afterwards. A Redis that cannot be reached is a
+test error (raised by the fixture), never a skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
+
+from adapters.redis.dispatcher import RedisDispatcher
+from application.ports import Dispatcher
+from domain.errors import Unavailable
+from tests.contracts.dispatcher import GUARD_SECONDS, DispatcherContract, job
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Redis]:
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    await redis.ping()
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture
+async def prefix(client: Redis) -> AsyncIterator[str]:
+    name = f"gnomon-test-{uuid.uuid4().hex}"
+    yield name
+    for pattern in (f"{{{name}:*", f"{name}:*"):  # escape-free: the prefix holds no glob characters
+        keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
+        if keys:
+            await client.delete(*keys)
+
+
+@pytest.fixture
+def redis_dispatcher(client: Redis, prefix: str) -> RedisDispatcher:
+    return RedisDispatcher(client, prefix)
+
+
+@pytest.fixture
+def dispatcher(redis_dispatcher: RedisDispatcher) -> Dispatcher:
+    return redis_dispatcher
+
+
+class TestRedisDispatcher(DispatcherContract):
+    pass
+
+
+async def test_keys_live_under_the_prefix_in_one_hash_tag_per_queue(
+        client: Redis, prefix: str, redis_dispatcher: RedisDispatcher) -> None:
+    await redis_dispatcher.push([job("a", priority=9), job("b", priority=0), job("c", queue="mail", priority=3)])
+
+    keys = sorted([key async for key in client.scan_iter(match=f"*{prefix}*")])
+
+    assert keys == [f"{{{prefix}:q:default}}:p0", f"{{{prefix}:q:default}}:p9", f"{{{prefix}:q:mail}}:p3"]
+    assert await client.lrange(f"{{{prefix}:q:default}}:p9", 0, -1) == ["a"]
+    slots = {key_slot(redis_dispatcher.key("default", p).encode()) for p in range(10)}
+    assert slots == {key_slot(f"{prefix}:q:default".encode())}
+
+
+async def test_a_batch_keeps_its_order_within_each_key(
+        client: Redis, prefix: str, redis_dispatcher: RedisDispatcher) -> None:
+    ids = [f"j{i}" for i in range(500)]
+
+    await redis_dispatcher.push([job(i, priority=7 if i.endswith("7") else 1) for i in ids])
+
+    assert await client.lrange(redis_dispatcher.key("default", 7), 0, -1) == [i for i in ids if i.endswith("7")]
+    assert await client.llen(redis_dispatcher.key("default", 1)) == 450
+
+
+async def test_two_prefixes_do_not_see_each_others_jobs(client: Redis, prefix: str) -> None:
+    mine = RedisDispatcher(client, prefix)
+    theirs = RedisDispatcher(client, prefix + "-other")
+    try:
+        await mine.push([job("mine-1"), job("mine-2", priority=9)])
+
+        assert await theirs.size("default") == 0
+        assert await theirs.pop(["default"], limit=10, timeout=0) == []
+        assert await mine.pop(["default"], limit=10, timeout=0) == ["mine-2"]
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{{{prefix}-other:*")]
+        if keys:
+            await client.delete(*keys)
+
+
+async def test_ids_come_back_as_text_on_a_bytes_client(redis_url: str, prefix: str) -> None:
+    raw = Redis.from_url(redis_url)  # decode_responses=False: replies are bytes
+    try:
+        dispatcher = RedisDispatcher(raw, prefix)
+        await dispatcher.push([job("0190a7e2-0000-7000-8000-000000000001")])
+
+        assert await dispatcher.pop(["default"], limit=1, timeout=0.05) == ["0190a7e2-0000-7000-8000-000000000001"]
+    finally:
+        await raw.aclose()
+
+
+@pytest.mark.parametrize("bad", ["", "a{b", "a}b"])
+def test_a_prefix_that_would_break_the_hash_tag_is_refused(client: Redis, bad: str) -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        RedisDispatcher(client, bad)
+
+
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A port bound but not listening: connecting is refused for as long as the test runs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+async def test_an_unreachable_redis_becomes_unavailable(dead_port: int) -> None:
+    # No client-side retries: they only delay the same refusal.
+    unreachable = Redis(host="127.0.0.1", port=dead_port, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+    dispatcher = RedisDispatcher(unreachable, "gnomon-test")
+    try:
+        with pytest.raises(Unavailable, match="redis push failed") as push:
+            await dispatcher.push([job("a")])
+        with pytest.raises(Unavailable, match="redis pop failed"):
+            await dispatcher.pop(["default"], limit=5, timeout=1)
+        with pytest.raises(Unavailable, match="redis size failed"):
+            await dispatcher.size("default")
+    finally:
+        await unreachable.aclose()
+
+    assert isinstance(push.value.__cause__, RedisConnectionError)
+
+
+@pytest.fixture
+async def short_socket_client(redis_url: str) -> AsyncIterator[Redis]:
+    redis = Redis.from_url(redis_url, decode_responses=True, socket_timeout=0.3)
+    yield redis
+    await redis.aclose()
+
+
+async def test_a_pop_longer_than_the_socket_timeout_blocks_in_slices(
+        short_socket_client: Redis, prefix: str) -> None:
+    dispatcher = RedisDispatcher(short_socket_client, prefix, max_block_seconds=0.1)
+
+    assert await dispatcher.pop(["default"], limit=5, timeout=0.8) == []
+
+    waiting = asyncio.create_task(dispatcher.pop(["default"], limit=5, timeout=GUARD_SECONDS))
+    await asyncio.sleep(0.5)  # past the socket timeout: a single BLMPOP would have failed by now
+    await dispatcher.push([job("late")])
+    assert await waiting == ["late"]
+
+
+def test_a_block_slice_shorter_than_the_minimum_is_refused(client: Redis) -> None:
+    with pytest.raises(ValueError, match="max_block_seconds"):
+        RedisDispatcher(client, "gnomon-test", max_block_seconds=0)
