@@ -181,7 +181,9 @@ class Job:
 
     def promote(self, *, now: datetime) -> Job:
         """A waiting job whose time has come joins its queue (and is dispatched)."""
-        if self.state in WAITING and self.run_at > now:
+        if self.state not in WAITING:  # failed and cancelled jobs go back to a queue only by retry_now
+            raise IllegalTransition(self.id, self.state, f"{State.QUEUED} (promote)")
+        if self.run_at > now:
             raise IllegalTransition(self.id, self.state, f"{State.QUEUED} before {self.run_at.isoformat()}")
         return self._to(State.QUEUED, now=now, dispatched_at=now)
 
@@ -225,6 +227,8 @@ class Job:
 
     def retry_now(self, *, now: datetime) -> Job:
         """Manual retry of a failed or cancelled job; grants one more attempt if none are left."""
+        if self.state not in (State.FAILED, State.CANCELLED):  # NEXT also lets waiting jobs reach queued
+            raise IllegalTransition(self.id, self.state, f"{State.QUEUED} (manual retry)")
         return self._to(State.QUEUED, now=now, run_at=now, dispatched_at=now, finished_at=None, result=None,
                         max_attempts=max(self.max_attempts, self.attempt + 1))
 
