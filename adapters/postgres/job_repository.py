@@ -1,0 +1,191 @@
+"""JobRepository on PostgreSQL: one statement per batch on the hot paths, fenced and compare-and-set writes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from attrs import define
+from psycopg import errors
+from psycopg import sql as compose
+from psycopg.rows import DictRow
+from psycopg.types.json import Json
+
+from adapters.postgres import sql
+from adapters.postgres.pool import Pool, connection, transaction
+from adapters.postgres.rows import _job_from_row, _run_from_row, as_uuid, cursor_uuid, job_record, run_record
+from application.ports import Finished, JobFilter, Page, QueueStats, Submitted
+from domain.errors import Conflict, InvalidInput, JobNotFound, StaleWrite
+from domain.job import Job, Run, State
+
+Connection = psycopg.AsyncConnection[DictRow]
+
+
+@define
+class PgJobRepository:
+    _pool: Pool
+
+    async def add(self, jobs: Sequence[Job]) -> list[Submitted]:
+        if not jobs:
+            return []
+        async with transaction(self._pool) as conn:
+            try:
+                cur = await conn.execute(sql.INSERT_JOBS, {"jobs": Json([job_record(j) for j in jobs])})
+            except errors.UniqueViolation as exc:
+                raise _conflict(exc) from exc
+            except psycopg.DataError as exc:
+                raise InvalidInput({"jobs": f"cannot be stored: {exc.diag.message_primary or exc}"}) from exc
+            created = {str(row["id"]) for row in await cur.fetchall()}
+            keys = [j.idempotency_key for j in jobs if j.id not in created and j.idempotency_key]
+            existing = await _by_keys(conn, keys)
+        return [Submitted(job=job, created=True) if job.id in created else _existing(job, existing)
+                for job in jobs]
+
+    async def get(self, job_id: str) -> Job:
+        if (key := as_uuid(job_id)) is None:
+            raise JobNotFound(job_id)
+        async with connection(self._pool) as conn:
+            row = await (await conn.execute(sql.GET_JOB, {"id": key})).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _job_from_row(row)
+
+    async def list(self, where: JobFilter, *, limit: int, cursor: str | None) -> Page[Job]:
+        params: dict[str, Any] = {
+            "state": None if where.state is None else str(where.state), "queue": where.queue, "task": where.task,
+            "schedule_id": None if where.schedule_id is None else as_uuid(where.schedule_id),
+            "cursor": cursor_uuid(cursor), "limit": limit + 1,
+        }
+        if where.schedule_id is not None and params["schedule_id"] is None:
+            return Page(items=[], next_cursor=None)  # not an id: matches nothing
+        present = [compose.SQL(sql.JOB_FILTERS[name]) for name, value in params.items()
+                   if name in sql.JOB_FILTERS and value is not None]
+        condition = compose.SQL(" AND ").join(present) if present else compose.SQL(sql.NO_FILTER)
+        query = compose.SQL(sql.LIST_JOBS).format(where=condition)
+        async with connection(self._pool) as conn:
+            rows = await (await conn.execute(query, params)).fetchall()
+        items = [_job_from_row(row) for row in rows[:limit]]
+        return Page(items=items, next_cursor=items[-1].id if len(rows) > limit and items else None)
+
+    async def save(self, job: Job, run: Run | None = None) -> None:
+        async with transaction(self._pool) as conn:
+            written = await write_jobs(conn, sql.SAVE_JOBS, [Finished(job=job, run=run)], {})
+            if not written:
+                exists = await (await conn.execute(sql.JOB_EXISTS, {"id": job.id})).fetchone()
+                raise StaleWrite(f"job {job.id}") if exists else JobNotFound(job.id)
+
+    async def promote_due(self, now: datetime, limit: int) -> list[Job]:
+        async with connection(self._pool) as conn:
+            rows = await (await conn.execute(sql.PROMOTE_DUE, {"now": now, "limit": limit})).fetchall()
+        return sorted((_job_from_row(row) for row in rows), key=lambda j: j.run_at)
+
+    async def claim(self, job_ids: Sequence[str], *, worker_id: str, now: datetime,
+                    lease_seconds: float) -> list[Job]:
+        ids = _uuids(job_ids)
+        if not ids:
+            return []
+        params = {"ids": ids, "worker": worker_id, "now": now,
+                  "expires_at": now + timedelta(seconds=lease_seconds)}
+        async with connection(self._pool) as conn:
+            rows = await (await conn.execute(sql.CLAIM, params)).fetchall()
+        order = {str(key): i for i, key in enumerate(ids)}
+        return sorted((_job_from_row(row) for row in rows), key=lambda j: order[j.id])
+
+    async def renew(self, leases: Sequence[tuple[str, int]], *, now: datetime,
+                    lease_seconds: float) -> list[str]:
+        held = [(key, token) for job_id, token in leases if (key := as_uuid(job_id)) is not None]
+        params = {"ids": [key for key, _ in held], "tokens": [token for _, token in held], "now": now,
+                  "expires_at": now + timedelta(seconds=lease_seconds)}
+        renewed: set[str] = set()
+        if held:
+            async with connection(self._pool) as conn:
+                renewed = {str(row["id"]) for row in await (await conn.execute(sql.RENEW, params)).fetchall()}
+        return [job_id for job_id, _ in leases if str(as_uuid(job_id)) not in renewed]
+
+    async def finish(self, outcomes: Sequence[Finished], *, now: datetime) -> list[str]:
+        if not outcomes:
+            return []
+        async with transaction(self._pool) as conn:
+            written = await write_jobs(conn, sql.FINISH_JOBS, outcomes, {"now": now})
+        return [item.job.id for item in outcomes if item.job.id not in written]
+
+    async def expired(self, now: datetime, limit: int) -> list[Job]:
+        async with connection(self._pool) as conn:
+            rows = await (await conn.execute(sql.EXPIRED, {"now": now, "limit": limit})).fetchall()
+        return [_job_from_row(row) for row in rows]
+
+    async def redispatch(self, now: datetime, older_than: datetime, limit: int) -> list[Job]:
+        params = {"now": now, "older_than": older_than, "limit": limit}
+        async with connection(self._pool) as conn:
+            rows = await (await conn.execute(sql.REDISPATCH, params)).fetchall()
+        return sorted((_job_from_row(row) for row in rows), key=lambda j: j.created_at)
+
+    async def next_due_at(self) -> datetime | None:
+        async with connection(self._pool) as conn:
+            row = await (await conn.execute(sql.NEXT_JOB_DUE_AT)).fetchone()
+        return None if row is None or row["due"] is None else row["due"].astimezone(UTC)
+
+    async def runs(self, job_id: str) -> list[Run]:
+        if (key := as_uuid(job_id)) is None:
+            raise JobNotFound(job_id)
+        async with connection(self._pool) as conn:
+            rows = await (await conn.execute(sql.RUNS_OF_JOB, {"id": key})).fetchall()
+        if not rows:
+            raise JobNotFound(job_id)
+        return [_run_from_row(row) for row in rows if row["id"] is not None]
+
+    async def queue_stats(self, now: datetime) -> list[QueueStats]:
+        async with connection(self._pool) as conn:
+            rows = await (await conn.execute(sql.QUEUE_STATS, {"since": now - timedelta(minutes=1)})).fetchall()
+        stats: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            entry = stats.setdefault(row["queue"], {"counts": {str(s): 0 for s in State}, "oldest": None, "done": 0})
+            entry["counts"][row["state"]] = row["n"]
+            entry["done"] += row["finished"]
+            if row["oldest_queued_at"] is not None:
+                entry["oldest"] = row["oldest_queued_at"].astimezone(UTC)
+        return [QueueStats(queue=queue, counts=e["counts"], oldest_queued_at=e["oldest"],
+                           finished_last_minute=e["done"]) for queue, e in sorted(stats.items())]
+
+    async def prune(self, finished_before: datetime, limit: int) -> int:
+        async with connection(self._pool) as conn:
+            cur = await conn.execute(sql.PRUNE, {"before": finished_before, "limit": limit})
+        return cur.rowcount
+
+
+def _uuids(job_ids: Sequence[str]) -> list[uuid.UUID]:
+    """Distinct ids in the order given; strings that cannot be ids name no job and are dropped."""
+    seen = dict.fromkeys(key for job_id in job_ids if (key := as_uuid(job_id)) is not None)
+    return list(seen)
+
+
+async def write_jobs(conn: Connection, query: Any, outcomes: Sequence[Finished],
+                     params: dict[str, Any]) -> set[str]:
+    """Write transitioned jobs with their runs by `query` (a CAS or fenced update); the ids written."""
+    jobs = Json([job_record(item.job) for item in outcomes])
+    runs = Json([run_record(item.run) for item in outcomes if item.run is not None])
+    rows = await (await conn.execute(query, {"jobs": jobs, "runs": runs, **params})).fetchall()
+    return {str(row["id"]) for row in rows}
+
+
+async def _by_keys(conn: Connection, keys: list[str]) -> dict[str, Job]:
+    if not keys:
+        return {}
+    rows = await (await conn.execute(sql.JOBS_BY_IDEMPOTENCY_KEY, {"keys": keys})).fetchall()
+    return {row["idempotency_key"]: _job_from_row(row) for row in rows}
+
+
+def _existing(job: Job, existing: dict[str, Job]) -> Submitted:
+    found = existing.get(job.idempotency_key or "")
+    if found is None:  # the holder of the key vanished between the two statements (pruned): retryable
+        raise StaleWrite(f"idempotency key {job.idempotency_key!r}")
+    return Submitted(job=found, created=False)
+
+
+def _conflict(exc: errors.UniqueViolation) -> Conflict:
+    if exc.diag.constraint_name == "jobs_schedule_occurrence_key":
+        return StaleWrite(f"an occurrence of a schedule that has its job already ({exc.diag.message_detail})")
+    return Conflict(f"job already stored: {exc.diag.message_detail or exc}")

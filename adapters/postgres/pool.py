@@ -1,0 +1,53 @@
+"""The connection pool, and the one place where losing the database becomes `Unavailable`.
+
+Entrypoints create the pool (closed), `await open_pool(pool)` in their lifespan and `await pool.close()` at
+the end; repositories borrow connections through `connection(pool)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from domain.errors import Unavailable
+
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
+
+
+def create_pool(conninfo: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0,
+                name: str = "gnomon") -> Pool:
+    """A closed pool of autocommit connections returning dict rows (open it with `open_pool`)."""
+    kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
+    return AsyncConnectionPool(conninfo, kwargs=kwargs, min_size=min_size, max_size=max_size, open=False,
+                               timeout=timeout, name=name, check=AsyncConnectionPool.check_connection)
+
+
+async def open_pool(pool: Pool, *, timeout: float = 30.0) -> None:
+    """Open the pool and wait for its first connections; Unavailable if PostgreSQL cannot be reached."""
+    try:
+        await pool.open(wait=True, timeout=timeout)
+    except PoolTimeout as exc:
+        await pool.close()
+        raise Unavailable(f"PostgreSQL unreachable: {exc}") from exc
+
+
+@asynccontextmanager
+async def connection(pool: Pool) -> AsyncIterator[psycopg.AsyncConnection[DictRow]]:
+    """A pooled connection; connection-level failures surface as Unavailable."""
+    try:
+        async with pool.connection() as conn:
+            yield conn
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise Unavailable(f"PostgreSQL unavailable: {exc}") from exc
+
+
+@asynccontextmanager
+async def transaction(pool: Pool) -> AsyncIterator[psycopg.AsyncConnection[DictRow]]:
+    """A pooled connection inside one transaction (committed on exit, rolled back on error)."""
+    async with connection(pool) as conn, conn.transaction():
+        yield conn

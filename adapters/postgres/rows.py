@@ -1,0 +1,161 @@
+"""Between rows and domain values: `_x_from_row` builds values from rows, `x_record` turns values into the
+JSON rows that `json_populate_recordset` reads. Rows never leave the adapter."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from domain.errors import InvalidInput
+from domain.job import Job, JobSpec, Lease, Outcome, Run, State
+from domain.retry import Backoff
+from domain.schedule import Fate, MisfirePolicy, Occurrence, OverlapPolicy, Schedule, ScheduleSpec
+
+Row = dict[str, Any]
+
+
+def as_uuid(value: str) -> uuid.UUID | None:
+    """The id as a UUID, or None when it cannot be one (and so names nothing stored)."""
+    try:
+        return uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def cursor_uuid(cursor: str | None) -> uuid.UUID | None:
+    if cursor is None:
+        return None
+    if (value := as_uuid(cursor)) is None:
+        raise InvalidInput({"cursor": "not a cursor this listing handed out"})
+    return value
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+# -- jobs -----------------------------------------------------------------------------------------------------
+
+def _job_from_row(row: Row) -> Job:
+    lease = None
+    if row["lease_token"] is not None:
+        lease = Lease(worker_id=row["lease_worker"], token=row["lease_token"],
+                      expires_at=row["lease_expires_at"].astimezone(UTC))
+    return Job(
+        id=str(row["id"]), task=row["task"], payload=row["payload"], queue=row["queue"],
+        priority=row["priority"], run_at=row["run_at"].astimezone(UTC), state=State(row["state"]),
+        attempt=row["attempt"], max_attempts=row["max_attempts"], backoff=Backoff(**row["backoff"]),
+        timeout_seconds=row["timeout_seconds"], idempotency_key=row["idempotency_key"],
+        schedule_id=_str(row["schedule_id"]), scheduled_for=_utc(row["scheduled_for"]),
+        concurrency_key=row["concurrency_key"], concurrency_limit=row["concurrency_limit"],
+        result=row["result"], last_error=row["last_error"], created_at=row["created_at"].astimezone(UTC),
+        updated_at=row["updated_at"].astimezone(UTC), started_at=_utc(row["started_at"]),
+        finished_at=_utc(row["finished_at"]), dispatched_at=_utc(row["dispatched_at"]), lease=lease,
+        version=row["version"],
+    )
+
+
+def job_record(job: Job) -> Row:
+    lease = job.lease
+    return {
+        "id": job.id, "task": job.task, "payload": job.payload, "queue": job.queue, "priority": job.priority,
+        "run_at": _iso(job.run_at), "state": str(job.state), "attempt": job.attempt,
+        "max_attempts": job.max_attempts, "backoff": job.backoff.as_dict(), "timeout_seconds": job.timeout_seconds,
+        "idempotency_key": job.idempotency_key, "schedule_id": job.schedule_id,
+        "scheduled_for": _iso(job.scheduled_for), "concurrency_key": job.concurrency_key,
+        "concurrency_limit": job.concurrency_limit, "result": job.result, "last_error": job.last_error,
+        "created_at": _iso(job.created_at), "updated_at": _iso(job.updated_at), "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at), "dispatched_at": _iso(job.dispatched_at),
+        "lease_worker": lease.worker_id if lease else None, "lease_token": lease.token if lease else None,
+        "lease_expires_at": _iso(lease.expires_at) if lease else None, "version": job.version,
+    }
+
+
+def _run_from_row(row: Row) -> Run:
+    return Run(job_id=str(row["job_id"]), attempt=row["attempt"], worker_id=row["worker_id"],
+               started_at=row["started_at"].astimezone(UTC), finished_at=row["finished_at"].astimezone(UTC),
+               outcome=Outcome(row["outcome"]), error=row["error"])
+
+
+def run_record(run: Run) -> Row:
+    return {"job_id": run.job_id, "attempt": run.attempt, "worker_id": run.worker_id,
+            "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at),
+            "outcome": str(run.outcome), "error": run.error}
+
+
+# -- schedules ------------------------------------------------------------------------------------------------
+
+def _template_from_json(raw: Row) -> JobSpec:
+    run_at = raw.get("run_at")
+    return JobSpec(
+        task=raw["task"], payload=raw.get("payload", {}), queue=raw.get("queue", "default"),
+        priority=raw.get("priority", 0), run_at=datetime.fromisoformat(run_at) if run_at else None,
+        max_attempts=raw.get("max_attempts", 3), backoff=Backoff(**raw.get("backoff", {})),
+        timeout_seconds=raw.get("timeout_seconds", 300.0), idempotency_key=raw.get("idempotency_key"),
+        concurrency_key=raw.get("concurrency_key"), concurrency_limit=raw.get("concurrency_limit", 1),
+    )
+
+
+def template_json(spec: JobSpec) -> Row:
+    return {"task": spec.task, "payload": spec.payload, "queue": spec.queue, "priority": spec.priority,
+            "run_at": _iso(spec.run_at), "max_attempts": spec.max_attempts, "backoff": spec.backoff.as_dict(),
+            "timeout_seconds": spec.timeout_seconds, "idempotency_key": spec.idempotency_key,
+            "concurrency_key": spec.concurrency_key, "concurrency_limit": spec.concurrency_limit}
+
+
+def _schedule_from_row(row: Row) -> Schedule:
+    spec = ScheduleSpec(
+        name=row["name"], job=_template_from_json(row["job"]), cron=row["cron"],
+        interval_seconds=row["interval_seconds"], timezone=row["timezone"],
+        misfire_policy=MisfirePolicy(row["misfire_policy"]), misfire_grace_seconds=row["misfire_grace_seconds"],
+        max_catchup=row["max_catchup"], overlap_policy=OverlapPolicy(row["overlap_policy"]),
+        jitter_seconds=row["jitter_seconds"], start_at=_utc(row["start_at"]), end_at=_utc(row["end_at"]),
+        max_runs=row["max_runs"],
+    )
+    return Schedule(
+        id=str(row["id"]), spec=spec, created_at=row["created_at"].astimezone(UTC),
+        updated_at=row["updated_at"].astimezone(UTC), next_fire_at=_utc(row["next_fire_at"]),
+        last_fired_at=_utc(row["last_fired_at"]), last_job_id=_str(row["last_job_id"]),
+        fired_count=row["fired_count"], paused=row["paused"], pause_note=row["pause_note"],
+        paused_at=_utc(row["paused_at"]), paused_until=_utc(row["paused_until"]),
+        buffered_for=_utc(row["buffered_for"]), recheck_at=_utc(row["recheck_at"]), version=row["version"],
+    )
+
+
+def schedule_record(schedule: Schedule) -> Row:
+    spec = schedule.spec
+    return {
+        "id": schedule.id, "name": spec.name, "cron": spec.cron, "interval_seconds": spec.interval_seconds,
+        "timezone": spec.timezone, "job": template_json(spec.job), "misfire_policy": str(spec.misfire_policy),
+        "misfire_grace_seconds": spec.misfire_grace_seconds, "max_catchup": spec.max_catchup,
+        "overlap_policy": str(spec.overlap_policy), "jitter_seconds": spec.jitter_seconds,
+        "start_at": _iso(spec.start_at), "end_at": _iso(spec.end_at), "max_runs": spec.max_runs,
+        "next_fire_at": _iso(schedule.next_fire_at), "last_fired_at": _iso(schedule.last_fired_at),
+        "last_job_id": schedule.last_job_id, "fired_count": schedule.fired_count, "paused": schedule.paused,
+        "pause_note": schedule.pause_note, "paused_at": _iso(schedule.paused_at),
+        "paused_until": _iso(schedule.paused_until), "buffered_for": _iso(schedule.buffered_for),
+        "recheck_at": _iso(schedule.recheck_at), "due_at": _iso(schedule.due_at),
+        "created_at": _iso(schedule.created_at), "updated_at": _iso(schedule.updated_at),
+        "version": schedule.version,
+    }
+
+
+def _occurrence_from_row(row: Row) -> Occurrence:
+    return Occurrence(schedule_id=str(row["schedule_id"]), scheduled_for=row["scheduled_for"].astimezone(UTC),
+                      fate=Fate(row["fate"]), recorded_at=row["recorded_at"].astimezone(UTC),
+                      job_id=_str(row["job_id"]), count=row["count"], until=_utc(row["until"]))
+
+
+def occurrence_record(entry: Occurrence) -> Row:
+    return {"schedule_id": entry.schedule_id, "scheduled_for": _iso(entry.scheduled_for), "fate": str(entry.fate),
+            "job_id": entry.job_id, "count": entry.count, "until": _iso(entry.until),
+            "recorded_at": _iso(entry.recorded_at)}

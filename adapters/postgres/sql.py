@@ -1,0 +1,197 @@
+"""Every SQL statement of the PostgreSQL adapters, as named constants with %(name)s parameters.
+
+Batches travel as one JSON array of rows (`json_populate_recordset(NULL::jobs, ...)` turns it into typed
+records), so a batch of any size is one statement and one round trip. Shared column lists are joined by
+plain concatenation of literals: no statement is ever built from runtime values.
+"""
+
+from __future__ import annotations
+
+from typing import Final, LiteralString
+
+# -- jobs -----------------------------------------------------------------------------------------------------
+
+JOB_COLUMNS: Final[LiteralString] = (
+    "id, task, payload, queue, priority, run_at, state, attempt, max_attempts, backoff, timeout_seconds,"
+    " idempotency_key, schedule_id, scheduled_for, concurrency_key, concurrency_limit, result, last_error,"
+    " created_at, updated_at, started_at, finished_at, dispatched_at, lease_worker, lease_token,"
+    " lease_expires_at, version"
+)
+_JOB_SET: Final[LiteralString] = (
+    "task = new.task, payload = new.payload, queue = new.queue, priority = new.priority, run_at = new.run_at,"
+    " state = new.state, attempt = new.attempt, max_attempts = new.max_attempts, backoff = new.backoff,"
+    " timeout_seconds = new.timeout_seconds, idempotency_key = new.idempotency_key,"
+    " schedule_id = new.schedule_id, scheduled_for = new.scheduled_for, concurrency_key = new.concurrency_key,"
+    " concurrency_limit = new.concurrency_limit, result = new.result, last_error = new.last_error,"
+    " created_at = new.created_at, updated_at = new.updated_at, started_at = new.started_at,"
+    " finished_at = new.finished_at, dispatched_at = new.dispatched_at, lease_worker = new.lease_worker,"
+    " lease_token = new.lease_token, lease_expires_at = new.lease_expires_at, version = new.version"
+)
+_RUN_COLUMNS: Final[LiteralString] = "job_id, attempt, worker_id, started_at, finished_at, outcome, error"
+_NEW_JOBS: Final[LiteralString] = "SELECT * FROM json_populate_recordset(NULL::jobs, %(jobs)s::json)"
+# Runs of the written jobs only, in the order given (the identity keeps the history in order).
+_INSERT_RUNS_OF_WRITTEN: Final[LiteralString] = (
+    "ran AS (INSERT INTO runs (" + _RUN_COLUMNS + ") SELECT " + _RUN_COLUMNS
+    + " FROM json_populate_recordset(NULL::runs, %(runs)s::json) WITH ORDINALITY AS r"
+    " WHERE r.job_id IN (SELECT id FROM written) ORDER BY r.ordinality) "
+)
+
+# New jobs; a repeated idempotency key (even inside the batch) is skipped and looked up afterwards.
+INSERT_JOBS: Final[LiteralString] = (
+    "INSERT INTO jobs (" + JOB_COLUMNS + ") SELECT " + JOB_COLUMNS
+    + " FROM json_populate_recordset(NULL::jobs, %(jobs)s::json) WITH ORDINALITY ORDER BY ordinality"
+    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+)
+# Jobs fired by schedules: the unique (schedule_id, scheduled_for) is the exactly-once backstop.
+INSERT_FIRED_JOBS: Final[LiteralString] = (
+    "INSERT INTO jobs (" + JOB_COLUMNS + ") SELECT " + JOB_COLUMNS
+    + " FROM json_populate_recordset(NULL::jobs, %(jobs)s::json) WITH ORDINALITY ORDER BY ordinality"
+    " ON CONFLICT (schedule_id, scheduled_for) DO NOTHING RETURNING id"
+)
+JOBS_BY_IDEMPOTENCY_KEY: Final = "SELECT * FROM jobs WHERE idempotency_key = ANY(%(keys)s::text[])"
+JOBS_OF_OCCURRENCES: Final = (
+    "SELECT id, scheduled_for FROM jobs WHERE schedule_id = %(schedule_id)s"
+    " AND scheduled_for = ANY(%(times)s::timestamptz[])"
+)
+GET_JOB: Final = "SELECT * FROM jobs WHERE id = %(id)s"
+JOB_EXISTS: Final = "SELECT 1 FROM jobs WHERE id = %(id)s"
+JOBS_BY_IDS_FOR_UPDATE: Final = "SELECT * FROM jobs WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE"
+JOBS_BY_IDS: Final = "SELECT * FROM jobs WHERE id = ANY(%(ids)s::uuid[])"
+
+# Compare-and-set writes of transitioned jobs (plus the runs that ended), returning the ids written.
+SAVE_JOBS: Final[LiteralString] = (
+    "WITH new AS (" + _NEW_JOBS + "), "
+    "written AS (UPDATE jobs SET " + _JOB_SET + " FROM new"
+    " WHERE jobs.id = new.id AND jobs.version = new.version - 1 RETURNING jobs.id), "
+    + _INSERT_RUNS_OF_WRITTEN + "SELECT id FROM written"
+)
+# The fencing rule: still running under the lease the claim gave (token = version while running), unexpired.
+FINISH_JOBS: Final[LiteralString] = (
+    "WITH new AS (" + _NEW_JOBS + "), "
+    "written AS (UPDATE jobs SET " + _JOB_SET + " FROM new"
+    " WHERE jobs.id = new.id AND jobs.version = new.version - 1 AND jobs.state = 'running'"
+    " AND jobs.lease_token = new.version - 1 AND jobs.lease_expires_at > %(now)s RETURNING jobs.id), "
+    + _INSERT_RUNS_OF_WRITTEN + "SELECT id FROM written"
+)
+
+PROMOTE_DUE: Final = """
+UPDATE jobs SET state = 'queued', dispatched_at = %(now)s, updated_at = %(now)s, version = jobs.version + 1
+FROM (SELECT id FROM jobs WHERE state IN ('scheduled', 'retry') AND run_at <= %(now)s
+      ORDER BY run_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due
+WHERE jobs.id = due.id
+RETURNING jobs.*"""
+
+# Job.start in one statement: the lease token is the version the claim produces.
+CLAIM: Final = """
+UPDATE jobs SET state = 'running', attempt = attempt + 1, version = version + 1, updated_at = %(now)s,
+    started_at = %(now)s, finished_at = NULL, lease_worker = %(worker)s, lease_token = version + 1,
+    lease_expires_at = %(expires_at)s
+WHERE id = ANY(%(ids)s::uuid[]) AND state = 'queued'
+RETURNING *"""
+
+RENEW: Final = """
+UPDATE jobs SET lease_expires_at = %(expires_at)s
+FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) AS held (id, token)
+WHERE jobs.id = held.id AND jobs.state = 'running' AND jobs.lease_token = held.token
+  AND jobs.lease_expires_at > %(now)s
+RETURNING jobs.id"""
+
+EXPIRED: Final = """
+SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at <= %(now)s
+ORDER BY lease_expires_at LIMIT %(limit)s"""
+
+REDISPATCH: Final = """
+UPDATE jobs SET dispatched_at = %(now)s
+FROM (SELECT id FROM jobs WHERE state = 'queued' AND (dispatched_at < %(older_than)s OR dispatched_at IS NULL)
+      ORDER BY coalesce(dispatched_at, created_at) LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS stale
+WHERE jobs.id = stale.id
+RETURNING jobs.*"""
+
+NEXT_JOB_DUE_AT: Final = "SELECT min(run_at) AS due FROM jobs WHERE state IN ('scheduled', 'retry')"
+
+RUNS_OF_JOB: Final = """
+SELECT jobs.id AS known, runs.* FROM jobs LEFT JOIN runs ON runs.job_id = jobs.id
+WHERE jobs.id = %(id)s ORDER BY runs.id"""
+
+QUEUE_STATS: Final = """
+SELECT queue, state, count(*) AS n,
+       min(run_at) FILTER (WHERE state = 'queued') AS oldest_queued_at,
+       count(*) FILTER (WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at >= %(since)s)
+           AS finished
+FROM jobs GROUP BY queue, state"""
+
+PRUNE: Final = """
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < %(before)s
+    ORDER BY finished_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"""
+
+# Listing: a fixed set of filter fragments, AND-ed together by psycopg.sql composition.
+LIST_JOBS: Final = "SELECT * FROM jobs WHERE {where} ORDER BY id DESC LIMIT %(limit)s"
+JOB_FILTERS: Final[dict[str, LiteralString]] = {
+    "state": "state = %(state)s",
+    "queue": "queue = %(queue)s",
+    "task": "task = %(task)s",
+    "schedule_id": "schedule_id = %(schedule_id)s",
+    "cursor": "id < %(cursor)s",
+}
+NO_FILTER: Final = "true"
+
+# -- schedules ------------------------------------------------------------------------------------------------
+
+SCHEDULE_COLUMNS: Final[LiteralString] = (
+    "id, name, cron, interval_seconds, timezone, job, misfire_policy, misfire_grace_seconds, max_catchup,"
+    " overlap_policy, jitter_seconds, start_at, end_at, max_runs, next_fire_at, last_fired_at, last_job_id,"
+    " fired_count, paused, pause_note, paused_at, paused_until, buffered_for, recheck_at, due_at, created_at,"
+    " updated_at, version"
+)
+_SCHEDULE_SET: Final[LiteralString] = (
+    "name = new.name, cron = new.cron, interval_seconds = new.interval_seconds, timezone = new.timezone,"
+    " job = new.job, misfire_policy = new.misfire_policy, misfire_grace_seconds = new.misfire_grace_seconds,"
+    " max_catchup = new.max_catchup, overlap_policy = new.overlap_policy, jitter_seconds = new.jitter_seconds,"
+    " start_at = new.start_at, end_at = new.end_at, max_runs = new.max_runs, next_fire_at = new.next_fire_at,"
+    " last_fired_at = new.last_fired_at, last_job_id = new.last_job_id, fired_count = new.fired_count,"
+    " paused = new.paused, pause_note = new.pause_note, paused_at = new.paused_at,"
+    " paused_until = new.paused_until, buffered_for = new.buffered_for, recheck_at = new.recheck_at,"
+    " due_at = new.due_at, created_at = new.created_at, updated_at = new.updated_at, version = new.version"
+)
+
+INSERT_SCHEDULE: Final[LiteralString] = (
+    "INSERT INTO schedules (" + SCHEDULE_COLUMNS + ") SELECT " + SCHEDULE_COLUMNS
+    + " FROM json_populate_record(NULL::schedules, %(schedule)s::json)"
+)
+# Compare-and-set on version for a batch of schedules; returns the ids written.
+SAVE_SCHEDULES: Final[LiteralString] = (
+    "UPDATE schedules SET " + _SCHEDULE_SET
+    + " FROM json_populate_recordset(NULL::schedules, %(schedules)s::json) AS new"
+    " WHERE schedules.id = new.id AND schedules.version = new.version - 1 RETURNING schedules.id"
+)
+SCHEDULE_BY_ID_OR_NAME: Final = """
+SELECT * FROM schedules WHERE id = %(id)s OR name = %(name)s ORDER BY id = %(id)s DESC LIMIT 1"""
+SCHEDULE_BY_NAME: Final = "SELECT * FROM schedules WHERE name = %(name)s"
+SCHEDULE_EXISTS: Final = "SELECT 1 FROM schedules WHERE id = %(id)s"
+LIST_SCHEDULES: Final = "SELECT * FROM schedules ORDER BY id DESC LIMIT %(limit)s"
+LIST_SCHEDULES_AFTER: Final = "SELECT * FROM schedules WHERE id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s"
+DELETE_SCHEDULE: Final = "DELETE FROM schedules WHERE id = %(id)s"
+NEXT_SCHEDULE_DUE_AT: Final = "SELECT min(due_at) AS due FROM schedules"
+
+# One replica per schedule: the others skip the locked rows and take the next due ones.
+LOCK_DUE_SCHEDULES: Final = """
+SELECT * FROM schedules WHERE due_at <= %(now)s
+ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"""
+
+INSERT_OCCURRENCES: Final = """
+INSERT INTO occurrences (schedule_id, scheduled_for, fate, job_id, count, until, recorded_at)
+SELECT schedule_id, scheduled_for, fate, job_id, count, until, recorded_at
+FROM json_populate_recordset(NULL::occurrences, %(entries)s::json) WITH ORDINALITY ORDER BY ordinality"""
+OCCURRENCES: Final = """
+SELECT * FROM occurrences WHERE schedule_id = %(schedule_id)s ORDER BY id DESC LIMIT %(limit)s"""
+OCCURRENCES_AFTER: Final = """
+SELECT * FROM occurrences WHERE schedule_id = %(schedule_id)s AND id < %(cursor)s
+ORDER BY id DESC LIMIT %(limit)s"""
+# An occurrence counts as fired when a job exists for it, or the ledger says so (its job may be pruned).
+FIRED_FOR: Final = """
+SELECT scheduled_for FROM jobs
+WHERE schedule_id = %(schedule_id)s AND scheduled_for BETWEEN %(start)s AND %(end)s
+UNION
+SELECT scheduled_for FROM occurrences
+WHERE schedule_id = %(schedule_id)s AND fate = 'fired' AND scheduled_for BETWEEN %(start)s AND %(end)s"""
