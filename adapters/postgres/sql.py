@@ -195,3 +195,8 @@ WHERE schedule_id = %(schedule_id)s AND scheduled_for BETWEEN %(start)s AND %(en
 UNION
 SELECT scheduled_for FROM occurrences
 WHERE schedule_id = %(schedule_id)s AND fate = 'fired' AND scheduled_for BETWEEN %(start)s AND %(end)s"""
+
+# -- wake-ups -------------------------------------------------------------------------------------------------
+
+LISTEN_WAKEUP: Final = "LISTEN gnomon_wakeup"
+NOTIFY_WAKEUP: Final = "SELECT pg_notify('gnomon_wakeup', '')"
