@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
+from typing import Final
 
 from attrs import field, frozen, validators
 
@@ -16,13 +17,17 @@ def unit_hash(*parts: object) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+MAX_DELAY_SECONDS: Final = 366 * 86400  # bounds keep every delay a finite timedelta that a run_at can carry
+MAX_FACTOR: Final = 1000
+
+
 @frozen(kw_only=True)
 class Backoff:
     """delay(n) = min(base * factor**(n-1), max); jitter keeps it in [delay/2, delay] ("equal jitter")."""
 
-    base_seconds: float = field(default=1.0, validator=validators.ge(0))
-    factor: float = field(default=2.0, validator=validators.ge(1))
-    max_seconds: float = field(default=3600.0, validator=validators.ge(0))
+    base_seconds: float = field(default=1.0, validator=[validators.ge(0), validators.le(MAX_DELAY_SECONDS)])
+    factor: float = field(default=2.0, validator=[validators.ge(1), validators.le(MAX_FACTOR)])
+    max_seconds: float = field(default=3600.0, validator=[validators.ge(0), validators.le(MAX_DELAY_SECONDS)])
     jitter: bool = True
 
     @classmethod
@@ -35,8 +40,10 @@ class Backoff:
     def ceiling(self, attempt: int) -> float:
         """The delay before retry number `attempt` (1-based) without jitter."""
         exponent = max(attempt - 1, 0)
+        if self.base_seconds == 0:  # not 0 * inf once factor**exponent overflows
+            return 0.0
         try:
-            raw = self.base_seconds * self.factor**exponent
+            raw = self.base_seconds * float(self.factor) ** exponent
         except OverflowError:
             raw = float("inf")
         return min(raw, self.max_seconds)
