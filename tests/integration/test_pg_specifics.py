@@ -1,0 +1,240 @@
+"""What the contracts cannot see: several replicas at once on one database, driver errors translated at the
+boundary, ids and cursors that name nothing, and the exactly-once backstop of schedule firings."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from attrs import evolve
+
+from adapters.postgres.job_repository import PgJobRepository
+from adapters.postgres.pool import Pool, create_pool, open_pool
+from adapters.postgres.schedule_repository import PgScheduleRepository
+from application.identity import new_id
+from application.ports import Finished, JobFilter
+from domain.errors import InvalidInput, JobNotFound, ScheduleNotFound, StaleWrite, Unavailable
+from domain.job import JobSpec, State
+from domain.retry import Backoff
+from domain.schedule import Fate, ScheduleSpec
+from tests.contracts.repositories import LEASE, T0, at, make_job, make_schedule, planner
+
+REPLICAS = 3
+Open = Callable[[], Awaitable[Pool]]
+
+
+@pytest.fixture
+async def open_pools(pg_url: str) -> AsyncIterator[Open]:
+    """Opens pools on the test database, one per simulated process; all closed at the end."""
+    pools: list[Pool] = []
+
+    async def open_one() -> Pool:
+        pool = create_pool(pg_url, max_size=2)
+        await open_pool(pool)
+        pools.append(pool)
+        return pool
+
+    yield open_one
+    for pool in pools:
+        await pool.close()
+
+
+@pytest.fixture
+async def pool(open_pools: Open) -> Pool:
+    return await open_pools()
+
+
+@pytest.fixture
+def jobs(pool: Pool) -> PgJobRepository:
+    return PgJobRepository(pool)
+
+
+@pytest.fixture
+def schedules(pool: Pool) -> PgScheduleRepository:
+    return PgScheduleRepository(pool)
+
+
+async def count(pg_url: str, query: str) -> int:
+    async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+        row = await (await conn.execute(query)).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+# -- replicas -----------------------------------------------------------------------------------------------
+
+async def test_concurrent_promotions_promote_each_job_once(open_pools: Open, jobs: PgJobRepository) -> None:
+    made = [make_job(run_at=at(1 + i % 50)) for i in range(300)]
+    await jobs.add(made)
+    replicas = [PgJobRepository(await open_pools()) for _ in range(REPLICAS)]
+
+    async def drain(repo: PgJobRepository) -> list[str]:
+        promoted: list[str] = []
+        while batch := await repo.promote_due(at(100), 7):
+            promoted += [j.id for j in batch]
+        return promoted
+
+    results = await asyncio.gather(*(drain(r) for r in replicas))
+    everything = [job_id for result in results for job_id in result]
+    assert sorted(everything) == sorted(j.id for j in made)
+
+
+async def test_concurrent_claims_start_each_job_once(open_pools: Open, jobs: PgJobRepository) -> None:
+    made = [make_job() for _ in range(100)]
+    await jobs.add(made)
+    ids = [j.id for j in made]
+    workers = [(f"w{n}", PgJobRepository(await open_pools())) for n in range(REPLICAS)]
+
+    results = await asyncio.gather(*(repo.claim(ids, worker_id=name, now=at(1), lease_seconds=LEASE)
+                                     for name, repo in workers))
+    claimed = [job for result in results for job in result]
+    assert sorted(j.id for j in claimed) == sorted(ids)
+    assert all(j.attempt == 1 and j.lease is not None for j in claimed)
+
+
+async def test_concurrent_scheduler_replicas_fire_each_occurrence_once(
+        open_pools: Open, schedules: PgScheduleRepository, pg_url: str) -> None:
+    for n in range(20):  # 10 occurrences each (60 s apart) are due at 600 s, all within the grace
+        await schedules.add(make_schedule(name=f"s{n}", misfire_grace_seconds=100_000, max_catchup=1000,
+                                          misfire_policy="run_all"))
+    replicas = [PgScheduleRepository(await open_pools()) for _ in range(REPLICAS)]
+
+    async def tick(repo: PgScheduleRepository) -> list[str]:
+        fired: list[str] = []
+        while batch := await repo.fire_due(at(600), 3, planner(at(600))):
+            fired += [j.id for j in batch]
+        return fired
+
+    results = await asyncio.gather(*(tick(r) for r in replicas))
+    assert sum(len(r) for r in results) == 200
+    assert await count(pg_url, "SELECT count(*) FROM jobs") == 200
+    assert await count(pg_url, "SELECT count(DISTINCT (schedule_id, scheduled_for)) FROM jobs") == 200
+    assert await count(pg_url, "SELECT count(*) FROM occurrences WHERE fate = 'fired'") == 200
+
+
+# -- the exactly-once backstop ------------------------------------------------------------------------------
+
+async def test_a_replayed_firing_leaves_no_phantom_in_the_ledger(schedules: PgScheduleRepository,
+                                                                 jobs: PgJobRepository) -> None:
+    schedule = make_schedule()
+    await schedules.add(schedule)
+    [job] = await schedules.fire_due(at(60), 10, planner(at(60)))
+    replay = schedule.plan(now=at(60), previous=None, new_id=new_id)
+    current = await schedules.get(schedule.id)
+
+    assert await schedules.record(evolve(replay, schedule=evolve(replay.schedule, version=current.version + 1))) == []
+
+    ledger = (await schedules.occurrences(schedule.id, limit=10, cursor=None)).items
+    assert [(e.fate, e.job_id) for e in ledger] == [(Fate.FIRED, job.id)]
+    assert (await schedules.get(schedule.id)).last_job_id == job.id
+    assert [j.id for j in (await jobs.list(JobFilter(schedule_id=schedule.id), limit=10, cursor=None)).items] \
+        == [job.id]
+
+
+async def test_a_stale_firing_stores_nothing(schedules: PgScheduleRepository, pg_url: str) -> None:
+    schedule = make_schedule()
+    await schedules.add(schedule)
+    stale = schedule.plan(now=at(60), previous=None, new_id=new_id)
+    await schedules.save(schedule.pause(now=at(1)))
+
+    with pytest.raises(StaleWrite):
+        await schedules.record(stale)
+    assert await count(pg_url, "SELECT count(*) FROM jobs") == 0
+    assert await count(pg_url, "SELECT count(*) FROM occurrences") == 0
+
+
+async def test_submitting_a_job_for_a_fired_occurrence_is_refused(schedules: PgScheduleRepository,
+                                                                 jobs: PgJobRepository) -> None:
+    schedule = make_schedule()
+    await schedules.add(schedule)
+    [job] = await schedules.fire_due(at(60), 10, planner(at(60)))
+    with pytest.raises(StaleWrite):
+        await jobs.add([evolve(make_job(), schedule_id=schedule.id, scheduled_for=job.scheduled_for)])
+
+
+# -- values survive the trip --------------------------------------------------------------------------------
+
+async def test_a_schedule_with_every_field_set_round_trips(schedules: PgScheduleRepository) -> None:
+    template = JobSpec(task="report", payload={"k": [1, 2.5, None]}, queue="reports", priority=9, max_attempts=7,
+                       backoff=Backoff(base_seconds=2.5, factor=3, max_seconds=99, jitter=False),
+                       timeout_seconds=42.5, concurrency_key="tenant", concurrency_limit=3)
+    spec = ScheduleSpec(name="every field", job=template, cron="*/5 9-17 * * 1-5", timezone="America/New_York",
+                        misfire_policy="run_all", misfire_grace_seconds=5, max_catchup=3,
+                        overlap_policy="buffer_one", jitter_seconds=30, start_at=at(-3600), end_at=at(86400 * 30),
+                        max_runs=12)
+    schedule = evolve(
+        make_schedule(), spec=spec, last_fired_at=at(5), last_job_id=new_id(T0), fired_count=4,
+        buffered_for=at(7), recheck_at=at(8),
+    ).pause(now=at(10), note="maintenance", until=at(3600))
+    await schedules.add(schedule)
+
+    stored = await schedules.get("every field")
+    assert stored == schedule
+    assert stored.next_fire_at is not None and stored.next_fire_at.tzinfo is UTC
+
+
+async def test_results_and_errors_round_trip(jobs: PgJobRepository) -> None:
+    job = make_job(payload={"text": "naïve ☃", "deep": {"list": [True, False, None, 1e300]}})
+    await jobs.add([job])
+    [running] = await jobs.claim([job.id], worker_id="w", now=at(1), lease_seconds=LEASE)
+    done, run = running.succeed(token=running.version, now=at(2), result=["a", {"b": None}])
+    assert await jobs.finish([Finished(job=done, run=run)], now=at(2)) == []
+    assert await jobs.get(job.id) == done
+    assert (await jobs.runs(job.id))[0].duration_seconds == 1.0
+
+
+# -- bad input and lost servers -----------------------------------------------------------------------------
+
+async def test_ids_and_cursors_that_name_nothing(jobs: PgJobRepository, schedules: PgScheduleRepository) -> None:
+    with pytest.raises(JobNotFound):
+        await jobs.get("not-a-uuid")
+    with pytest.raises(JobNotFound):
+        await jobs.runs("not-a-uuid")
+    with pytest.raises(ScheduleNotFound):
+        await schedules.get(new_id(T0))
+    with pytest.raises(ScheduleNotFound):
+        await schedules.delete("not-a-uuid")
+    with pytest.raises(InvalidInput):
+        await jobs.list(JobFilter(), limit=10, cursor="garbage")
+    with pytest.raises(InvalidInput):
+        await schedules.occurrences(new_id(T0), limit=10, cursor="garbage")
+    assert (await jobs.list(JobFilter(schedule_id="nope"), limit=10, cursor=None)).items == []
+    assert await jobs.claim(["nope"], worker_id="w", now=T0, lease_seconds=LEASE) == []
+    assert await jobs.renew([("nope", 1)], now=T0, lease_seconds=LEASE) == ["nope"]
+
+
+async def test_an_unstorable_payload_is_invalid_input_and_stores_nothing(jobs: PgJobRepository) -> None:
+    good, bad = make_job(), make_job(payload={"nul": "a\u0000b"})
+    with pytest.raises(InvalidInput):
+        await jobs.add([good, bad])
+    assert (await jobs.list(JobFilter(), limit=10, cursor=None)).items == []
+
+
+async def test_prune_takes_the_runs_along(jobs: PgJobRepository, pg_url: str) -> None:
+    await jobs.add([make_job()])
+    [job] = (await jobs.list(JobFilter(), limit=1, cursor=None)).items
+    [running] = await jobs.claim([job.id], worker_id="w", now=at(1), lease_seconds=LEASE)
+    done, run = running.fail(token=running.version, now=at(2), error="boom", permanent=True)
+    await jobs.finish([Finished(job=done, run=run)], now=at(2))
+    assert await count(pg_url, "SELECT count(*) FROM runs") == 1
+
+    assert await jobs.prune(datetime(2100, 1, 1, tzinfo=UTC), 10) == 1
+    assert await count(pg_url, "SELECT count(*) FROM runs") == 0
+    assert (await jobs.list(JobFilter(state=State.FAILED), limit=10, cursor=None)).items == []
+
+
+async def test_an_unreachable_database_is_unavailable() -> None:
+    with pytest.raises(Unavailable):
+        await open_pool(create_pool("postgresql://root@127.0.0.1:1/none", timeout=1), timeout=1)
+    pool = create_pool("postgresql://root@127.0.0.1:1/none", timeout=1)
+    await pool.open(wait=False)  # as a process whose database went away after start-up sees it
+    try:
+        with pytest.raises(Unavailable):
+            await PgJobRepository(pool).get(new_id(T0))
+        with pytest.raises(Unavailable):
+            await PgScheduleRepository(pool).next_due_at()
+    finally:
+        await pool.close()
