@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from attrs import define
@@ -36,7 +36,9 @@ class PgJobRepository:
                 cur = await conn.execute(sql.INSERT_JOBS, {"jobs": Json([job_record(j) for j in jobs])})
             except errors.UniqueViolation as exc:
                 raise _conflict(exc) from exc
-            except psycopg.DataError as exc:
+            except errors.ForeignKeyViolation as exc:
+                raise InvalidInput({"schedule_id": "no such schedule"}) from exc
+            except (psycopg.DataError, errors.CheckViolation) as exc:
                 raise InvalidInput({"jobs": f"cannot be stored: {exc.diag.message_primary or exc}"}) from exc
             created = {str(row["id"]) for row in await cur.fetchall()}
             keys = [j.idempotency_key for j in jobs if j.id not in created and j.idempotency_key]
@@ -162,7 +164,7 @@ def _uuids(job_ids: Sequence[str]) -> list[uuid.UUID]:
     return list(seen)
 
 
-async def write_jobs(conn: Connection, query: Any, outcomes: Sequence[Finished],
+async def write_jobs(conn: Connection, query: LiteralString, outcomes: Sequence[Finished],
                      params: dict[str, Any]) -> set[str]:
     """Write transitioned jobs with their runs by `query` (a CAS or fenced update); the ids written."""
     jobs = Json([job_record(item.job) for item in outcomes])

@@ -164,7 +164,10 @@ async def _persist(conn: Connection, firings: Sequence[Firing], *, now: datetime
     jobs = [job for firing in firings for job in firing.jobs]
     stored: set[str] = set()
     if jobs:
-        cur = await conn.execute(sql.INSERT_FIRED_JOBS, {"jobs": Json([job_record(j) for j in jobs])})
+        try:
+            cur = await conn.execute(sql.INSERT_FIRED_JOBS, {"jobs": Json([job_record(j) for j in jobs])})
+        except errors.ForeignKeyViolation as exc:  # the schedule was deleted meanwhile
+            raise ScheduleNotFound(str(jobs[0].schedule_id)) from exc
         stored = {str(row["id"]) for row in await cur.fetchall()}
     # A job skipped because its occurrence has one already: the earlier firing recorded it in the ledger.
     replaced = await _holders(conn, [j for j in jobs if j.id not in stored])

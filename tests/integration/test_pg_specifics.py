@@ -238,3 +238,14 @@ async def test_an_unreachable_database_is_unavailable() -> None:
             await PgScheduleRepository(pool).next_due_at()
     finally:
         await pool.close()
+
+
+async def test_a_firing_of_a_deleted_schedule_is_not_found(schedules: PgScheduleRepository, pg_url: str) -> None:
+    schedule = make_schedule()
+    await schedules.add(schedule)
+    firing = schedule.plan(now=at(60), previous=None, new_id=new_id)
+    await schedules.delete(schedule.id)
+
+    with pytest.raises(ScheduleNotFound):
+        await schedules.record(firing)
+    assert await count(pg_url, "SELECT count(*) FROM jobs") == 0
