@@ -7,6 +7,7 @@ instant after the gap. Intervals are absolute: evenly spaced in UTC whatever the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -54,6 +55,16 @@ def to_utc(wall: datetime, tz: ZoneInfo) -> datetime:
     return high.replace(microsecond=0) if high.microsecond else high
 
 
+# croniter 7 reads a range with equal bounds ("3-3", "MON-MON") as the whole cycle; cron reads it as that one
+# value, and so does gnomon: such a range is rewritten to its value before croniter sees it.
+_EQUAL_RANGE = re.compile(r"(?<![\w-])(\w+)-\1(?:/\d+)?(?![\w-])", re.IGNORECASE)
+
+
+def _croniter(expression: str, start: datetime) -> croniter:
+    six = len(expression.split()) == 6
+    return croniter(_EQUAL_RANGE.sub(r"\1", expression), start, second_at_beginning=six)
+
+
 @frozen
 class Cron:
     """A cron expression: 5 fields, or 6 with seconds first."""
@@ -66,7 +77,7 @@ class Cron:
         if len(fields) not in (5, 6):
             raise InvalidInput({where: "must have 5 fields, or 6 with seconds first"})
         try:
-            croniter(expression, datetime(2000, 1, 1), second_at_beginning=len(fields) == 6)
+            _croniter(expression, datetime(2000, 1, 1))
             ok = croniter.is_valid(expression, second_at_beginning=len(fields) == 6)
         except (CroniterBadCronError, ValueError, KeyError) as exc:
             raise InvalidInput({where: f"invalid cron expression: {exc}"}) from exc
@@ -76,8 +87,7 @@ class Cron:
 
     def walls(self, start: datetime) -> Iterator[datetime]:
         """Naive wall times matching the expression, strictly after the naive `start`."""
-        six = len(self.expression.split()) == 6
-        it = croniter(self.expression, start, second_at_beginning=six)
+        it = _croniter(self.expression, start)
         while True:
             yield it.get_next(datetime)
 
