@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from attrs import frozen
-from croniter import CroniterBadCronError, croniter
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from domain.errors import InvalidInput
 
@@ -83,6 +83,10 @@ class Cron:
             raise InvalidInput({where: f"invalid cron expression: {exc}"}) from exc
         if not ok:
             raise InvalidInput({where: "invalid cron expression"})
+        try:  # "0 0 30 2 *" is well formed but never fires: croniter would raise at the first tick
+            _croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
+        except CroniterBadDateError as exc:
+            raise InvalidInput({where: "no date ever matches this cron expression"}) from exc
         return cls(" ".join(fields))
 
     def walls(self, start: datetime) -> Iterator[datetime]:
