@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from dependency_injector import containers, providers
+from redis.asyncio import Redis
 
 from adapters.memory.clock import SystemClock
 from adapters.memory.dispatcher import InMemoryDispatcher
 from adapters.memory.jobs import InMemoryJobRepository
 from adapters.memory.schedules import InMemoryScheduleRepository
 from adapters.memory.wakeup import InMemoryWakeup
+from adapters.postgres.job_repository import PgJobRepository
+from adapters.postgres.pool import create_pool, open_pool
+from adapters.postgres.schedule_repository import PgScheduleRepository
+from adapters.postgres.wakeup import PgWakeup
+from adapters.redis.dispatcher import RedisDispatcher
 from adapters.tasks.builtin import builtin_tasks
 from adapters.tasks.registry import ImportedTaskRegistry
 from application.manage_jobs import CancelJob, GetJob, JobRuns, ListJobs, QueueOverview, RetryJob
@@ -30,7 +38,7 @@ from application.manage_schedules import (
 from application.scheduler import SchedulerLoop, SchedulerTick, TickSettings
 from application.submit_jobs import SubmitJobs
 from application.worker import Worker, WorkerSettings
-from entrypoints.settings import Settings
+from entrypoints.settings import Settings, SettingsError
 
 
 class MemoryAdapters(containers.DeclarativeContainer):
@@ -41,8 +49,19 @@ class MemoryAdapters(containers.DeclarativeContainer):
     schedules = providers.Singleton(InMemoryScheduleRepository, jobs=jobs)
     dispatcher = providers.Singleton(InMemoryDispatcher)
     wakeup = providers.Singleton(InMemoryWakeup)
-    resources = providers.Object({})
-    readiness = providers.Object({})
+
+
+class PostgresAdapters(containers.DeclarativeContainer):
+    """PostgreSQL for state and history; Redis for dispatch when a URL is given (else in-process)."""
+
+    config = providers.Configuration(strict=True)
+    tasks = providers.Dependency()
+    pool = providers.Singleton(create_pool, conninfo=config.database_url, max_size=config.pool_size)
+    jobs = providers.Singleton(PgJobRepository, pool=pool)
+    schedules = providers.Singleton(PgScheduleRepository, pool=pool)
+    wakeup = providers.Singleton(PgWakeup, pool=pool, conninfo=config.database_url)
+    redis = providers.Singleton(Redis.from_url, config.redis_url, max_connections=config.redis_connections)
+    dispatcher = providers.Singleton(RedisDispatcher, redis, config.redis_prefix)
 
 
 class UseCases(containers.DeclarativeContainer):
@@ -84,25 +103,36 @@ class Runtime:
         self.adapters = adapters
         self.use_cases = UseCases(adapters=adapters)
 
+    @property
+    def persistent(self) -> bool:
+        return isinstance(self.adapters, PostgresAdapters)
+
     async def start(self) -> None:
-        for resource in self._resources():
-            opener = getattr(resource, "open", None)
-            if opener is not None:
-                await opener()
+        if self.persistent:
+            await open_pool(self.adapters.pool())
 
     async def stop(self) -> None:
-        for resource in reversed(self._resources()):
-            closer = getattr(resource, "close", None)
-            if closer is not None:
-                await closer()
-
-    def _resources(self) -> list[object]:
-        return [self.adapters.resources()[name] for name in ("pool", "redis", "wakeup")
-                if name in self.adapters.resources()]
+        if self.persistent:
+            await self.adapters.wakeup().close()
+            if self.settings.redis_url is not None:
+                await self.adapters.redis().aclose()
+            await self.adapters.pool().close()
 
     async def readiness(self) -> dict[str, bool]:
-        checks = self.adapters.readiness()
-        return {name: await check() for name, check in checks.items()}
+        """Can this process reach what it needs? (the API's /readyz)"""
+        if not self.persistent:
+            return {"memory": True}
+        checks = {"postgresql": await _answers(self._ping_postgres)}
+        if self.settings.redis_url is not None:
+            checks["redis"] = await _answers(self._ping_redis)
+        return checks
+
+    async def _ping_postgres(self) -> None:
+        async with self.adapters.pool().connection(timeout=2) as conn:
+            await conn.execute("SELECT 1")
+
+    async def _ping_redis(self) -> None:
+        await self.adapters.redis().ping()
 
     def tick(self) -> SchedulerTick:
         s = self.settings
@@ -128,10 +158,26 @@ def task_registry(settings: Settings) -> ImportedTaskRegistry:
     return ImportedTaskRegistry(settings.tasks, builtin_tasks(settings.http_allow, settings.http_allow_private))
 
 
+async def _answers(ping: Callable[[], Awaitable[None]]) -> bool:
+    try:
+        await asyncio.wait_for(ping(), 3)
+    except Exception:  # any failure to answer means "not ready"; the reason is logged by the driver
+        return False
+    return True
+
+
 def build(settings: Settings) -> Runtime:
     """Choose the adapters: memory unless a database URL is given (SPEC §7)."""
-    tasks = task_registry(settings)
-    if settings.backend == "memory" and settings.redis_url is None:
-        adapters = MemoryAdapters(tasks=providers.Object(tasks))
-        return Runtime(settings, adapters)
-    raise NotImplementedError("PostgreSQL/Redis wiring lands with their adapters")
+    tasks = providers.Object(task_registry(settings))
+    if settings.database_url is None:
+        if settings.redis_url is not None:
+            raise SettingsError("GNOMON_REDIS_URL needs GNOMON_DATABASE_URL: Redis is never the only copy")
+        return Runtime(settings, MemoryAdapters(tasks=tasks))
+    adapters = PostgresAdapters(tasks=tasks)
+    adapters.config.from_dict({
+        "database_url": settings.database_url, "redis_url": settings.redis_url or "redis://unused",
+        "redis_prefix": settings.redis_prefix, "pool_size": 10, "redis_connections": 64,
+    })
+    if settings.redis_url is None:  # one process only (gnomon dev --database-url): dispatch stays in it
+        adapters.dispatcher.override(providers.Singleton(InMemoryDispatcher))
+    return Runtime(settings, adapters)
