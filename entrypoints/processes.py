@@ -68,6 +68,7 @@ async def run(runtime: Runtime, services: Services, *, on_ready: Callable[[], No
         if server is not None:
             while not server.started and not tasks["api"].done():  # noqa: ASYNC110 - uvicorn offers no event
                 await asyncio.sleep(0.01)
+        log.info("ready: %s%s", ", ".join(tasks), f" (worker {worker.settings.worker_id})" if worker else "")
         if on_ready is not None:
             on_ready()
         stopper = asyncio.create_task(stop.wait())
