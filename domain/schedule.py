@@ -257,8 +257,6 @@ class Schedule:
         backlog = _Backlog(self, now, keep=self.spec.max_catchup)
         fire, entries = self._misfire(backlog, now, unfired)
         left = None if self.spec.max_runs is None else self.spec.max_runs - self.fired_count
-        exhausted = left is not None and len(fire) >= left
-        fire = fire[:left] if left is not None else fire
         active = previous is not None and not previous.terminal
         buffered = self.buffered_for
         if buffered is not None and not active:
@@ -273,6 +271,8 @@ class Schedule:
                 cancel.append(previous.id)
                 active = False
         for occurrence in fire:
+            if left is not None and len(jobs) >= left:
+                break  # max_runs counts jobs, not occurrences let through: the schedule ends here
             policy = self.spec.overlap_policy
             if active and policy is OverlapPolicy.SKIP:
                 entries.append(self._entry(occurrence, Fate.SKIPPED_OVERLAP, now))
@@ -285,6 +285,7 @@ class Schedule:
                 jobs.append(job)
                 entries.append(self._entry(occurrence, Fate.FIRED, now, job_id=job.id))
                 active = True
+        exhausted = left is not None and len(jobs) >= left
         next_fire = None if exhausted or backlog.next_fire is None else backlog.next_fire
         moved = evolve(
             self, next_fire_at=next_fire, buffered_for=buffered,
