@@ -219,11 +219,11 @@ class Schedule:
 
     def backfill(self, *, start: datetime, end: datetime, already: set[datetime], now: datetime,
                  new_id: NewId) -> Firing:
-        """Fire the occurrences in [start, end] that have no job yet; each at most once."""
+        """Fire the occurrences in [start, end] (and within start_at/end_at) that have no job yet; each at most once."""
         if end > now or start > end:
             raise InvalidInput({"end": "the range must satisfy start <= end <= now"})
         todo: list[datetime] = []
-        for occurrence in self.rule.following(start - timedelta(microseconds=1), self.tz):
+        for occurrence in self._following(start - timedelta(microseconds=1)):
             if occurrence > end:
                 break
             if occurrence not in already:
