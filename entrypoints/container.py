@@ -105,7 +105,7 @@ class Runtime:
 
     @property
     def persistent(self) -> bool:
-        return isinstance(self.adapters, PostgresAdapters)
+        return self.settings.database_url is not None
 
     async def start(self) -> None:
         if self.persistent:
