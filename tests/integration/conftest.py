@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from adapters.postgres.migrate import migrate
+from tests.integration.cluster import Cluster
 
 DEFAULT_URL = "postgresql://root@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"  # DBs 8-15 belong to the benchmark harness
@@ -93,3 +94,17 @@ def empty_pg_url() -> Iterator[str]:
 def redis_url() -> str:
     """URL of the test Redis (DB 0-7 only); tests isolate themselves with a random key prefix."""
     return os.environ.get("GNOMON_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+
+
+@pytest_asyncio.fixture
+async def throwaway_cluster() -> AsyncIterator[Cluster]:
+    """A PostgreSQL cluster of this test alone (tests/integration/cluster.py), running, with a migrated
+    database `gnomon` at `cluster.url("gnomon")`. The test may stop, crash and restart it; it is destroyed
+    afterwards."""
+    cluster = Cluster.create()
+    try:
+        cluster.start()
+        await migrate(cluster.create_database("gnomon"))
+        yield cluster
+    finally:
+        cluster.destroy()
