@@ -13,8 +13,8 @@ from domain.errors import PermanentFailure
 CANCEL_POLL_SECONDS: Final = 0.05
 
 
-def noop(payload: dict[str, Any], ctx: TaskContext) -> None:
-    """Does nothing, successfully."""
+async def noop(payload: dict[str, Any], ctx: TaskContext) -> None:
+    """Does nothing, successfully (async: no thread hand-off for nothing)."""
     return None
 
 

@@ -121,8 +121,8 @@ def test_check_reports_every_bad_task(tmp_path: Path, monkeypatch: pytest.Monkey
 # --- noop, sleep, fail ----------------------------------------------------------------------------------
 
 
-def test_noop() -> None:
-    assert noop({}, CTX) is None
+async def test_noop() -> None:
+    assert await noop({}, CTX) is None
 
 
 async def test_sleep_sleeps_the_given_seconds() -> None:
