@@ -228,3 +228,92 @@ class TaskContext(Protocol):
     def fail_permanently(self, reason: str) -> None:
         """Raise PermanentFailure: the job fails now, with no further attempts."""
         ...
+
+
+class Metrics(Protocol):
+    """Where the use cases report what they did, for monitoring. Counters take a count so that a batch is
+    reported once per (label set), not once per job; histograms take one observation per call."""
+
+    def jobs_submitted(self, queue: str, task: str, n: int) -> None:
+        """New jobs stored by a submit (a repeated idempotency key stores nothing and is not counted)."""
+        ...
+
+    def jobs_fired(self, n: int) -> None:
+        """Jobs created by schedules firing."""
+        ...
+
+    def jobs_promoted(self, n: int) -> None:
+        """Waiting (scheduled or retry) jobs that became queued because they were due."""
+        ...
+
+    def jobs_claimed(self, queue: str, n: int) -> None:
+        """Jobs a worker started."""
+        ...
+
+    def jobs_finished(self, queue: str, task: str, outcome: str, n: int) -> None:
+        """Attempts that ended, by outcome (a Run outcome, or `released` when handed back at shutdown)."""
+        ...
+
+    def run_duration(self, task: str, seconds: float) -> None:
+        """How long one attempt ran."""
+        ...
+
+    def lateness(self, queue: str, seconds: float) -> None:
+        """Start minus due time of one attempt."""
+        ...
+
+    def tick_duration(self, seconds: float) -> None:
+        """How long one scheduler tick took."""
+        ...
+
+    def lease_rescues(self, n: int) -> None:
+        """Running jobs whose lease expired and whose attempt the scheduler recorded as lost."""
+        ...
+
+    def redispatches(self, n: int) -> None:
+        """Queued jobs pushed again because their dispatch was presumed lost."""
+        ...
+
+    def queue_stats(self, stats: Sequence[QueueStats], now: datetime) -> None:
+        """Replace the queue depth (jobs by state) and oldest-queued-age gauges with these figures."""
+        ...
+
+
+class NoMetrics:
+    """Metrics that go nowhere: the default of every use case, so that wiring metrics stays optional."""
+
+    def jobs_submitted(self, queue: str, task: str, n: int) -> None:
+        pass
+
+    def jobs_fired(self, n: int) -> None:
+        pass
+
+    def jobs_promoted(self, n: int) -> None:
+        pass
+
+    def jobs_claimed(self, queue: str, n: int) -> None:
+        pass
+
+    def jobs_finished(self, queue: str, task: str, outcome: str, n: int) -> None:
+        pass
+
+    def run_duration(self, task: str, seconds: float) -> None:
+        pass
+
+    def lateness(self, queue: str, seconds: float) -> None:
+        pass
+
+    def tick_duration(self, seconds: float) -> None:
+        pass
+
+    def lease_rescues(self, n: int) -> None:
+        pass
+
+    def redispatches(self, n: int) -> None:
+        pass
+
+    def queue_stats(self, stats: Sequence[QueueStats], now: datetime) -> None:
+        pass
+
+
+NO_METRICS: Metrics = NoMetrics()

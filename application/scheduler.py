@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime, timedelta
 
 from attrs import define, field, frozen
 
+from application import reporting
 from application.identity import new_id
-from application.ports import Clock, Dispatcher, JobRepository, ScheduleRepository, Wakeup
+from application.ports import (
+    NO_METRICS,
+    Clock,
+    Dispatcher,
+    Finished,
+    JobRepository,
+    Metrics,
+    ScheduleRepository,
+    Wakeup,
+)
 from application.submit_jobs import dispatch
 from domain.errors import DomainError, StaleWrite, Unavailable
 from domain.job import Job
@@ -45,11 +56,20 @@ class SchedulerTick:
     dispatcher: Dispatcher
     clock: Clock
     settings: TickSettings = TickSettings()
+    metrics: Metrics = NO_METRICS
 
     async def __call__(self, *, sweep: bool = True) -> TickReport:
+        started = time.perf_counter()  # a duration, not an instant: the monotonic clock is the right one
+        report = await self._tick(sweep)
+        self.metrics.tick_duration(time.perf_counter() - started)
+        return report
+
+    async def _tick(self, sweep: bool) -> TickReport:
         now = self.clock.now()
         promoted = await self.jobs.promote_due(now, self.settings.batch)
         fired = await self.schedules.fire_due(now, self.settings.batch, self._plan(now))
+        self.metrics.jobs_promoted(len(promoted))
+        self.metrics.jobs_fired(len(fired))
         queued = promoted + [j for j in fired if j.state.value == "queued"]
         await dispatch(self.dispatcher, queued)
         rescued = redispatched = pruned = 0
@@ -58,6 +78,7 @@ class SchedulerTick:
             again = await self.jobs.redispatch(now, now - self.settings.dispatch_timeout, self.settings.batch)
             await dispatch(self.dispatcher, again)
             redispatched = len(again)
+            self.metrics.redispatches(redispatched)
             pruned = await self.jobs.prune(now - self.settings.retention, self.settings.prune_batch)
         busy = len(promoted) >= self.settings.batch or len(fired) >= self.settings.batch
         return TickReport(promoted=len(promoted), fired=len(fired), rescued=rescued,
@@ -71,7 +92,7 @@ class SchedulerTick:
 
     async def _rescue(self, now: datetime) -> int:
         """Jobs whose worker went quiet past its lease: the attempt counts as `lost`."""
-        rescued = 0
+        rescued: list[Finished] = []
         for job in await self.jobs.expired(now, self.settings.batch):
             lost, run = job.lose(now=now)
             try:
@@ -80,8 +101,10 @@ class SchedulerTick:
                 continue  # the worker finished, or another replica rescued it, meanwhile
             log.warning("job %s lost its worker %s (attempt %d): %s", job.id,
                         job.lease.worker_id if job.lease else "?", job.attempt, lost.state)
-            rescued += 1
-        return rescued
+            rescued.append(Finished(job=lost, run=run))
+        self.metrics.lease_rescues(len(rescued))
+        reporting.finished(self.metrics, rescued)
+        return len(rescued)
 
 
 @define
@@ -94,14 +117,17 @@ class SchedulerLoop:
     wakeup: Wakeup
     clock: Clock
     max_sleep: float = 2.0
+    stats_every: float | None = None  # seconds between queue gauge updates; None: never
     stopping: asyncio.Event = field(factory=asyncio.Event)
     ticks: int = 0
     last_sweep: datetime | None = None
+    last_stats: datetime | None = None
 
     async def run(self) -> None:
         while not self.stopping.is_set():
             try:
                 report = await self._tick_once()
+                await self._report_queues()
                 delay = 0.0 if report.busy else await self._sleep_for()
             except (Unavailable, DomainError) as exc:
                 log.error("scheduler tick failed, retrying in 1 s: %s", exc)
@@ -119,6 +145,14 @@ class SchedulerLoop:
         if report.promoted or report.fired or report.rescued or report.redispatched:
             log.info("tick: %s", report)
         return report
+
+    async def _report_queues(self) -> None:
+        """Refresh the queue depth gauges from the repository every `stats_every` seconds."""
+        now = self.clock.now()
+        if self.stats_every is None or (self.last_stats and (now - self.last_stats).total_seconds() < self.stats_every):
+            return
+        self.last_stats = now
+        self.tick.metrics.queue_stats(await self.jobs.queue_stats(now), now)
 
     async def _sleep_for(self) -> float:
         now = self.clock.now()

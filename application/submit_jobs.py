@@ -8,8 +8,9 @@ from typing import Final
 
 from attrs import frozen
 
+from application import reporting
 from application.identity import new_id
-from application.ports import Clock, Dispatcher, JobRepository, Submitted, TaskRegistry, Wakeup
+from application.ports import NO_METRICS, Clock, Dispatcher, JobRepository, Metrics, Submitted, TaskRegistry, Wakeup
 from domain.errors import InvalidInput, Unavailable, UnknownTask
 from domain.job import Job, JobSpec, State
 
@@ -24,6 +25,7 @@ class SubmitJobs:
     clock: Clock
     tasks: TaskRegistry
     wakeup: Wakeup
+    metrics: Metrics = NO_METRICS
 
     async def __call__(self, specs: Sequence[JobSpec], *, prefix: str | None = "jobs") -> list[Submitted]:
         """Store the jobs (all or nothing) and dispatch those due now. prefix=None names fields bare."""
@@ -31,6 +33,7 @@ class SubmitJobs:
         now = self.clock.now()
         submitted = await self.jobs.add([Job.create(new_id(now), spec, now=now) for spec in specs])
         fresh = [s.job for s in submitted if s.created]
+        reporting.submitted(self.metrics, fresh)
         await dispatch(self.dispatcher, [j for j in fresh if j.state is State.QUEUED])
         if any(j.state is State.SCHEDULED for j in fresh):
             await self.wakeup.notify()

@@ -15,7 +15,8 @@ from typing import Any
 
 from attrs import define, field, frozen
 
-from application.ports import Clock, Dispatcher, Finished, JobRepository, TaskRegistry
+from application import reporting
+from application.ports import NO_METRICS, Clock, Dispatcher, Finished, JobRepository, Metrics, TaskRegistry
 from application.task_context import JobContext
 from domain.errors import DomainError, LeaseLost, PermanentFailure, Unavailable
 from domain.job import Job, Outcome
@@ -51,6 +52,7 @@ class Worker:
     tasks: TaskRegistry
     clock: Clock
     settings: WorkerSettings
+    metrics: Metrics = NO_METRICS
     held: dict[str, _Held] = field(factory=dict)
     outbox: list[Finished] = field(factory=list)
     executed: int = 0
@@ -100,6 +102,7 @@ class Worker:
             return  # popped during shutdown: left queued in the database, re-dispatched after the timeout
         claimed = await self.jobs.claim(ids, worker_id=self.settings.worker_id, now=self.clock.now(),
                                         lease_seconds=self.settings.lease_seconds)
+        reporting.claimed(self.metrics, claimed)
         for job in claimed:
             held = _Held(job=job, ctx=JobContext.of(job, self._request_beat))
             self.held[job.id] = held
@@ -177,6 +180,8 @@ class Worker:
                 self.outbox = batch + self.outbox
                 await asyncio.sleep(0.5)
                 continue
+            lost = set(refused)
+            reporting.finished(self.metrics, [f for f in batch if f.job.id not in lost])
             for job_id in refused:
                 log.warning("outcome of job %s refused: its lease was lost (fenced)", job_id)
 
