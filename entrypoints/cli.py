@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import secrets
 import sys
 from collections.abc import Sequence
@@ -12,8 +13,9 @@ from attrs import evolve
 
 from entrypoints.container import build
 from entrypoints.logs import setup_logging
-from entrypoints.processes import Services, run
-from entrypoints.settings import Settings, SettingsError
+from entrypoints.processes import Services, leave_stuck_threads, run
+from entrypoints.settings import Settings, SettingsError, export_flags
+from entrypoints.stack import stack_flags, start_stack
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="the HTTP API")
     api.add_argument("--host", default=None)
     api.add_argument("--port", type=int, default=None)
+    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (each with its own pools)")
     _common(api)
     scheduler = commands.add_parser("scheduler", help="the scheduler (any number of replicas)")
     _common(scheduler)
@@ -47,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     _worker_flags(worker)
     migrate = commands.add_parser("migrate", help="apply pending database migrations")
     _common(migrate)
+    stack_flags(commands.add_parser("stack", help="migrate, then API, schedulers and workers as child processes"))
     return top
 
 
@@ -96,20 +100,31 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
 def _api(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.api_tokens:
         raise SettingsError("GNOMON_API_TOKENS must be set for `gnomon api` (comma-separated bearer tokens)")
+    if args.workers > 1:
+        return _api_processes(args, settings)
     asyncio.run(run(build(settings), Services(api=(settings.host, settings.port))))
     return 0
 
 
-def _scheduler(args: argparse.Namespace, settings: Settings) -> int:
-    asyncio.run(run(build(settings), Services(scheduler=True)))
+def _api_processes(args: argparse.Namespace, settings: Settings) -> int:
+    """uvicorn's own supervisor with N worker processes, each building the app from the environment."""
+    import uvicorn
+
+    export_flags(vars(args))  # the workers see only the environment
+    uvicorn.run("entrypoints.asgi:create", factory=True, host=settings.host, port=settings.port,
+                workers=args.workers, log_config=None, access_log=False, lifespan="on")
     return 0
+
+
+def _scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(run(build(settings), Services(scheduler=True)))
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     runtime = build(settings)
     runtime.adapters.tasks().check()
-    asyncio.run(run(runtime, Services(queues=_queues(args.queues), concurrency=args.concurrency)))
-    return 0
+    code = asyncio.run(run(runtime, Services(queues=_queues(args.queues), concurrency=args.concurrency)))
+    return leave_stuck_threads(code)
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -118,11 +133,16 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     if settings.database_url is None:
         raise SettingsError("GNOMON_DATABASE_URL (or --database-url) is needed to migrate")
     applied = asyncio.run(migrate(settings.database_url))
-    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    logging.getLogger("gnomon").info("applied %d migration(s): %s", len(applied), ", ".join(applied) or "none pending")
     return 0
 
 
-COMMANDS = {"dev": _dev, "api": _api, "scheduler": _scheduler, "worker": _worker, "migrate": _migrate}
+def _stack(args: argparse.Namespace, settings: Settings) -> int:
+    return start_stack(args, settings)
+
+
+COMMANDS = {"dev": _dev, "api": _api, "scheduler": _scheduler, "worker": _worker, "migrate": _migrate,
+            "stack": _stack}
 
 if __name__ == "__main__":
     raise SystemExit(main())

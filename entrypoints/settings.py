@@ -315,3 +315,26 @@ def load_settings(flags: Mapping[str, object | None], environ: Mapping[str, str]
         raise SettingsError(f"GNOMON_HEARTBEAT_SECONDS ({settings.heartbeat_seconds:g}) must be less than "
                             f"GNOMON_LEASE_SECONDS ({settings.lease_seconds:g})")
     return settings
+
+
+def flag_environment(flags: Mapping[str, object | None]) -> dict[str, str]:
+    """The environment that shows these flags to a child process: GNOMON_<NAME> for each setting flag given
+    (a flag outranks the environment, so it overrides what the parent inherited), GNOMON_CONFIG for --config.
+    Flags that are not settings (e.g. --queues) are left out: they are the child's own arguments."""
+    env = {}
+    for key, value in flags.items():
+        name = key.replace("-", "_")
+        if value is not None and (name in VARIABLES or name == "config"):
+            env[f"GNOMON_{name.upper()}"] = str(value)
+    return env
+
+
+def child_environment(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment plus `overrides`: what a process started by gnomon inherits."""
+    return {**os.environ, **(overrides or {})}
+
+
+def export_flags(flags: Mapping[str, object | None]) -> None:
+    """Put the flags into this process's environment, for children that start without our arguments
+    (uvicorn's worker processes, which build their settings from the environment alone)."""
+    os.environ.update(flag_environment(flags))

@@ -1,0 +1,47 @@
+"""The API as an ASGI app factory, for `gnomon api --workers N`: uvicorn imports it by name in each of its
+worker processes. Any ASGI server can use it too: `uvicorn --factory entrypoints.asgi:create`.
+
+A worker process has no command line of ours, so everything comes from the environment (the `gnomon api`
+parent exports its flags there first: settings.export_flags). Each process builds its own runtime, and the
+app's lifespan opens it on startup and closes it on shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from entrypoints.container import Runtime, build
+from entrypoints.logs import setup_logging
+from entrypoints.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+
+log = logging.getLogger("gnomon")
+
+
+def create() -> Litestar:
+    """The API app of this process, on the adapters the environment (or gnomon.toml) chooses."""
+    from adapters.http.app import create_app
+
+    settings = Settings.from_env()
+    setup_logging("api", settings.log_format)
+    if not settings.api_tokens:
+        raise SettingsError("GNOMON_API_TOKENS must be set for the API (comma-separated bearer tokens)")
+    runtime = build(settings)
+    app = create_app(runtime.use_cases, tokens=settings.api_tokens, readiness=runtime.readiness,
+                     max_body_bytes=settings.max_body_bytes)
+    app.on_startup.append(_starter(runtime))
+    app.on_shutdown.append(runtime.stop)
+    return app
+
+
+def _starter(runtime: Runtime) -> Callable[[], Awaitable[None]]:
+    async def start() -> None:
+        await runtime.start()
+        log.info("ready: api (process %d)", os.getpid())
+
+    return start
