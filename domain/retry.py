@@ -11,10 +11,19 @@ from attrs import field, frozen, validators
 from domain.errors import InvalidInput
 
 
+def _digest(parts: tuple[object, ...]) -> int:
+    """64 bits that depend only on `parts`."""
+    return int.from_bytes(hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest(), "big")
+
+
 def unit_hash(*parts: object) -> float:
     """A number in [0, 1) that depends only on `parts`: deterministic jitter without a random source."""
-    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+    return (_digest(parts) >> 11) / 2**53  # 53 bits fit a float exactly; 64 could round up to 1.0
+
+
+def unit_below(n: int, *parts: object) -> int:
+    """An integer in [0, n) that depends only on `parts` (exact: no float rounding up to n)."""
+    return _digest(parts) * n >> 64
 
 
 MAX_DELAY_SECONDS: Final = 366 * 86400  # bounds keep every delay a finite timedelta that a run_at can carry

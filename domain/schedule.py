@@ -20,7 +20,7 @@ from attrs import evolve, field, frozen
 from domain.errors import Conflict, InvalidInput
 from domain.job import Job, JobSpec, must_be_aware
 from domain.recurrence import Cron, Interval, Rule, zone
-from domain.retry import unit_hash
+from domain.retry import unit_below
 
 
 class MisfirePolicy(StrEnum):
@@ -249,7 +249,8 @@ class Schedule:
 
     def jitter(self, occurrence: datetime) -> timedelta:
         """Stable per (schedule, occurrence): a retried tick picks the same delay."""
-        return timedelta(seconds=unit_hash(self.id, occurrence.isoformat()) * self.spec.jitter_seconds)
+        span = self.spec.jitter_seconds * 1_000_000  # in microseconds, the resolution of a timedelta
+        return timedelta(microseconds=unit_below(span, self.id, occurrence.isoformat()))
 
     # -- the tick -------------------------------------------------------------------------------
 
