@@ -9,15 +9,18 @@ from datetime import timedelta
 from dependency_injector import containers, providers
 from redis.asyncio import Redis
 
+from adapters.memory.cancellations import InMemoryCancellations
 from adapters.memory.clock import SystemClock
 from adapters.memory.dispatcher import InMemoryDispatcher
 from adapters.memory.jobs import InMemoryJobRepository
 from adapters.memory.schedules import InMemoryScheduleRepository
 from adapters.memory.wakeup import InMemoryWakeup
+from adapters.metrics.prometheus import PrometheusMetrics, process_registry
 from adapters.postgres.job_repository import PgJobRepository
 from adapters.postgres.pool import create_pool, open_pool
 from adapters.postgres.schedule_repository import PgScheduleRepository
 from adapters.postgres.wakeup import PgWakeup
+from adapters.redis.cancellations import RedisCancellations
 from adapters.redis.dispatcher import RedisDispatcher
 from adapters.tasks.builtin import builtin_tasks
 from adapters.tasks.registry import ImportedTaskRegistry
@@ -35,10 +38,13 @@ from application.manage_schedules import (
     TriggerSchedule,
     UpdateSchedule,
 )
+from application.ports import NO_METRICS
 from application.scheduler import SchedulerLoop, SchedulerTick, TickSettings
 from application.submit_jobs import SubmitJobs
 from application.worker import Worker, WorkerSettings
 from entrypoints.settings import Settings, SettingsError
+
+QUEUE_STATS_EVERY = 5.0  # seconds between the scheduler's updates of the queue depth gauges
 
 
 class MemoryAdapters(containers.DeclarativeContainer):
@@ -49,6 +55,7 @@ class MemoryAdapters(containers.DeclarativeContainer):
     schedules = providers.Singleton(InMemoryScheduleRepository, jobs=jobs)
     dispatcher = providers.Singleton(InMemoryDispatcher)
     wakeup = providers.Singleton(InMemoryWakeup)
+    cancellations = providers.Singleton(InMemoryCancellations)
 
 
 class PostgresAdapters(containers.DeclarativeContainer):
@@ -62,18 +69,20 @@ class PostgresAdapters(containers.DeclarativeContainer):
     wakeup = providers.Singleton(PgWakeup, pool=pool, conninfo=config.database_url)
     redis = providers.Singleton(Redis.from_url, config.redis_url, max_connections=config.redis_connections)
     dispatcher = providers.Singleton(RedisDispatcher, redis, config.redis_prefix)
+    cancellations = providers.Singleton(RedisCancellations, redis, config.redis_prefix)
 
 
 class UseCases(containers.DeclarativeContainer):
     adapters = providers.DependenciesContainer()
     clock = providers.Singleton(SystemClock)
+    metrics = providers.Object(NO_METRICS)  # Runtime puts the process's Prometheus metrics here
 
     submit_jobs = providers.Factory(SubmitJobs, jobs=adapters.jobs, dispatcher=adapters.dispatcher, clock=clock,
-                                    tasks=adapters.tasks, wakeup=adapters.wakeup)
+                                    tasks=adapters.tasks, wakeup=adapters.wakeup, metrics=metrics)
     get_job = providers.Factory(GetJob, jobs=adapters.jobs)
     list_jobs = providers.Factory(ListJobs, jobs=adapters.jobs)
     job_runs = providers.Factory(JobRuns, jobs=adapters.jobs)
-    cancel_job = providers.Factory(CancelJob, jobs=adapters.jobs, clock=clock)
+    cancel_job = providers.Factory(CancelJob, jobs=adapters.jobs, clock=clock, cancellations=adapters.cancellations)
     retry_job = providers.Factory(RetryJob, jobs=adapters.jobs, dispatcher=adapters.dispatcher, clock=clock)
     queue_overview = providers.Factory(QueueOverview, jobs=adapters.jobs, clock=clock)
 
@@ -101,7 +110,9 @@ class Runtime:
     def __init__(self, settings: Settings, adapters: containers.Container) -> None:
         self.settings = settings
         self.adapters = adapters
-        self.use_cases = UseCases(adapters=adapters)
+        self.registry = process_registry()  # what /metrics shows: one registry per process
+        self.metrics = PrometheusMetrics(self.registry)
+        self.use_cases = UseCases(adapters=adapters, metrics=providers.Object(self.metrics))
 
     @property
     def persistent(self) -> bool:
@@ -115,6 +126,7 @@ class Runtime:
         if self.persistent:
             await self.adapters.wakeup().close()
             if self.settings.redis_url is not None:
+                await self.adapters.cancellations().close()
                 await self.adapters.redis().aclose()
             await self.adapters.pool().close()
 
@@ -139,11 +151,12 @@ class Runtime:
         return SchedulerTick(
             self.adapters.jobs(), self.adapters.schedules(), self.adapters.dispatcher(),
             self.use_cases.clock(),
-            TickSettings(dispatch_timeout=timedelta(seconds=s.dispatch_timeout_seconds), retention=s.retention))
+            TickSettings(dispatch_timeout=timedelta(seconds=s.dispatch_timeout_seconds), retention=s.retention),
+            self.metrics)
 
     def scheduler_loop(self) -> SchedulerLoop:
         return SchedulerLoop(self.tick(), self.adapters.jobs(), self.adapters.schedules(), self.adapters.wakeup(),
-                             self.use_cases.clock())
+                             self.use_cases.clock(), stats_every=QUEUE_STATS_EVERY)
 
     def worker(self, *, queues: tuple[str, ...], concurrency: int, worker_id: str) -> Worker:
         s = self.settings
@@ -151,7 +164,7 @@ class Runtime:
                                   lease_seconds=s.lease_seconds, heartbeat_seconds=s.heartbeat_seconds,
                                   shutdown_grace_seconds=s.shutdown_grace_seconds)
         return Worker(self.adapters.jobs(), self.adapters.dispatcher(), self.adapters.tasks(),
-                      self.use_cases.clock(), settings)
+                      self.use_cases.clock(), settings, self.metrics, cancellations=self.adapters.cancellations())
 
 
 def task_registry(settings: Settings) -> ImportedTaskRegistry:
@@ -180,4 +193,5 @@ def build(settings: Settings) -> Runtime:
     })
     if settings.redis_url is None:  # one process only (gnomon dev --database-url): dispatch stays in it
         adapters.dispatcher.override(providers.Singleton(InMemoryDispatcher))
+        adapters.cancellations.override(providers.Singleton(InMemoryCancellations))
     return Runtime(settings, adapters)

@@ -8,7 +8,6 @@ from datetime import timedelta
 
 from adapters.memory.clock import SystemClock
 from adapters.memory.metrics import RecordingMetrics
-from application.ports import Finished
 from application.scheduler import SchedulerLoop, SchedulerTick
 from application.submit_jobs import SubmitJobs
 from application.worker import Worker, WorkerSettings
@@ -84,15 +83,19 @@ async def test_the_worker_reports_claims_lateness_outcomes_and_run_durations() -
 
 async def test_an_outcome_refused_by_the_fence_is_not_counted() -> None:
     stack, metrics = Stack(), RecordingMetrics()
-    [done] = await submit_jobs(stack, metrics)([JobSpec(task="noop")])
-    [running] = await stack.jobs.claim([done.job.id], worker_id="w1", now=stack.clock.now(), lease_seconds=30)
-    new, run = running.succeed(token=running.version, now=stack.clock.now())
-    stack.clock.advance(31)  # the lease expired before the outcome reached the repository
-    held = worker(stack, metrics)
-    held.outbox.append(Finished(job=new, run=run))
-    await held._flush()
-    assert metrics.total("finished") == 0
-    assert (await stack.jobs.get(done.job.id)).state is State.RUNNING  # it was refused indeed
+    ran: list[str] = []
+
+    def outlive_the_lease(payload: dict[str, object], ctx: object) -> None:
+        stack.clock.advance(31)  # the lease expires before the outcome reaches the repository
+        ran.append("yes")
+
+    stack.tasks.handlers["slow"] = outlive_the_lease
+    job_id = await _one(stack, task="slow")
+    settings = WorkerSettings(worker_id="w1", pop_timeout=0.01, heartbeat_seconds=10)
+    async with working(Worker(stack.jobs, stack.dispatcher, stack.tasks, stack.clock, settings, metrics)):
+        await _until(lambda: ran == ["yes"])
+    assert (await stack.jobs.get(job_id)).state is State.RUNNING  # refused: the scheduler will rescue it
+    assert metrics.counters["claimed", "default"] == 1 and metrics.total("finished") == 0
 
 
 async def test_the_loop_refreshes_the_queue_gauges() -> None:

@@ -1,0 +1,104 @@
+"""The Metrics port on prometheus-client: counters by queue/task/outcome, latency histograms, queue gauges.
+
+Every metric lives in a registry given at construction (one per process, made by `process_registry`), not in
+prometheus-client's global one, so that a test can build as many as it likes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from application.ports import QueueStats
+
+RUN_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+LATENESS_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+TICK_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry with the process's CPU, memory, file descriptors, GC and Python version."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """The registry in Prometheus text format, and its content type."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class PrometheusMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        self._submitted = Counter("gnomon_jobs_submitted", "Jobs stored by a submit", ["queue", "task"], registry=r)
+        self._fired = Counter("gnomon_jobs_fired", "Jobs created by schedules firing", registry=r)
+        self._promoted = Counter("gnomon_jobs_promoted", "Scheduled or retry jobs queued when due", registry=r)
+        self._claimed = Counter("gnomon_jobs_claimed", "Jobs started by a worker", ["queue"], registry=r)
+        self._finished = Counter("gnomon_jobs_finished", "Attempts ended, by outcome",
+                                 ["queue", "task", "outcome"], registry=r)
+        self._run = Histogram("gnomon_job_run_duration_seconds", "Duration of an attempt", ["task"],
+                              buckets=RUN_BUCKETS, registry=r)
+        self._lateness = Histogram("gnomon_job_lateness_seconds", "Start of an attempt minus its due time",
+                                   ["queue"], buckets=LATENESS_BUCKETS, registry=r)
+        self._tick = Histogram("gnomon_scheduler_tick_duration_seconds", "Duration of a scheduler tick",
+                               buckets=TICK_BUCKETS, registry=r)
+        self._rescues = Counter("gnomon_lease_rescues", "Attempts recorded lost after their lease expired",
+                                registry=r)
+        self._redispatches = Counter("gnomon_redispatches", "Queued jobs pushed again after the dispatch timeout",
+                                     registry=r)
+        self._depth = Gauge("gnomon_queue_jobs", "Jobs in a queue by state (updated by the scheduler)",
+                            ["queue", "state"], registry=r)
+        self._oldest = Gauge("gnomon_queue_oldest_queued_age_seconds",
+                             "Age of the oldest queued job past its due time (updated by the scheduler)",
+                             ["queue"], registry=r)
+
+    def jobs_submitted(self, queue: str, task: str, n: int) -> None:
+        self._submitted.labels(queue, task).inc(n)
+
+    def jobs_fired(self, n: int) -> None:
+        self._fired.inc(n)
+
+    def jobs_promoted(self, n: int) -> None:
+        self._promoted.inc(n)
+
+    def jobs_claimed(self, queue: str, n: int) -> None:
+        self._claimed.labels(queue).inc(n)
+
+    def jobs_finished(self, queue: str, task: str, outcome: str, n: int) -> None:
+        self._finished.labels(queue, task, outcome).inc(n)
+
+    def run_duration(self, task: str, seconds: float) -> None:
+        self._run.labels(task).observe(seconds)
+
+    def lateness(self, queue: str, seconds: float) -> None:
+        self._lateness.labels(queue).observe(seconds)
+
+    def tick_duration(self, seconds: float) -> None:
+        self._tick.observe(seconds)
+
+    def lease_rescues(self, n: int) -> None:
+        self._rescues.inc(n)
+
+    def redispatches(self, n: int) -> None:
+        self._redispatches.inc(n)
+
+    def queue_stats(self, stats: Sequence[QueueStats], now: datetime) -> None:
+        # Cleared first: a queue that no longer holds any job drops out instead of keeping its last figures.
+        self._depth.clear()
+        self._oldest.clear()
+        for entry in stats:
+            for state, n in entry.counts.items():
+                self._depth.labels(entry.queue, state).set(n)
+            oldest = entry.oldest_queued_at
+            self._oldest.labels(entry.queue).set(0.0 if oldest is None else max((now - oldest).total_seconds(), 0))
