@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from attrs import frozen
 
-from application.ports import Clock, Dispatcher, JobFilter, JobRepository, Page, QueueStats
+from application.ports import Cancellations, Clock, Dispatcher, JobFilter, JobRepository, Page, QueueStats
 from application.submit_jobs import dispatch
-from domain.errors import StaleWrite
+from domain.errors import StaleWrite, Unavailable
 from domain.job import Job, Run
 
 ATTEMPTS_ON_RACE = 5
+log = logging.getLogger("gnomon.jobs")
 
 
 @frozen
@@ -38,20 +41,32 @@ class JobRuns:
 
 @frozen
 class CancelJob:
-    """Cancel a job; a running attempt is closed as `cancelled` and its worker is told at its heartbeat."""
+    """Cancel a job; a running attempt is closed as `cancelled` and its worker is told at once through
+    `cancellations` when there are any, else at its next heartbeat."""
 
     jobs: JobRepository
     clock: Clock
+    cancellations: Cancellations | None = None
 
     async def __call__(self, job_id: str) -> Job:
         for _ in range(ATTEMPTS_ON_RACE):
             job, run = (await self.jobs.get(job_id)).cancel(now=self.clock.now())
             try:
                 await self.jobs.save(job, run)
-                return job
             except StaleWrite:
                 continue  # the job moved under us (claimed, finished): decide again on the new state
+            if run is not None:  # it was running: tell its worker now rather than at its heartbeat
+                await self._announce(job_id)
+            return job
         raise StaleWrite(f"job {job_id}")
+
+    async def _announce(self, job_id: str) -> None:
+        if self.cancellations is None:
+            return
+        try:
+            await self.cancellations.announce([job_id])
+        except Unavailable as exc:
+            log.warning("job %s cancelled; its worker will see it at its heartbeat: %s", job_id, exc)
 
 
 @frozen

@@ -193,6 +193,19 @@ class Wakeup(Protocol):
         ...
 
 
+class Cancellations(Protocol):
+    """Tells workers at once that running jobs were cancelled. Best effort: a worker also learns it at its
+    next heartbeat from the database, which alone decides, so a lost notice only costs time."""
+
+    async def announce(self, job_ids: Sequence[str]) -> None:
+        """Tell every listening worker that these jobs were cancelled (already committed)."""
+        ...
+
+    async def listen(self, timeout: float) -> list[str]:
+        """Ids announced since the last call, waiting up to `timeout` s for one; may return spurious ids."""
+        ...
+
+
 class Handler(Protocol):
     def __call__(self, payload: dict[str, Any], ctx: Any) -> Any | Awaitable[Any]:
         ...

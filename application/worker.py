@@ -1,25 +1,32 @@
 """The worker: claim batches, run handlers under a lease with a timeout, record outcomes in batches,
 heartbeat, react to cancellation, drain on shutdown. At-least-once: a worker that dies mid-job leaves a
-lease that expires, and the scheduler retries the job."""
+lease that expires, and the scheduler retries the job. Losing PostgreSQL or Redis for a while is not an
+error: every loop logs, backs off and tries again (docs/design.md, "Workers")."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from attrs import define, field, frozen
 
 from application import reporting
-from application.ports import NO_METRICS, Clock, Dispatcher, Finished, JobRepository, Metrics, TaskRegistry
+from application.attempt import Attempt, Runner
+from application.ports import (
+    NO_METRICS,
+    Cancellations,
+    Clock,
+    Dispatcher,
+    Finished,
+    JobRepository,
+    Metrics,
+    TaskRegistry,
+)
 from application.task_context import JobContext
-from domain.errors import DomainError, LeaseLost, PermanentFailure, Unavailable
-from domain.job import Job, Outcome
+from domain.errors import LeaseLost, Unavailable
 
 log = logging.getLogger("gnomon.worker")
 
@@ -34,15 +41,24 @@ class WorkerSettings:
     shutdown_grace_seconds: float = 30.0
     pop_timeout: float = 1.0
     flush_window: float = 0.005  # group commit: outcomes arriving within it share one write
+    first_pause: float = 0.1  # after a failure a loop waits this long, doubling up to max_pause
+    max_pause: float = 2.0
 
 
 @define
-class _Held:
-    job: Job
-    ctx: JobContext
-    task: asyncio.Task[None] | None = None
-    lost: bool = False
-    released: bool = False
+class Pause:
+    """How long a loop waits after consecutive failures: doubling from `first` up to `most`."""
+
+    first: float
+    most: float
+    failures: int = 0
+
+    def failed(self) -> float:
+        self.failures += 1
+        return min(self.first * 2 ** (self.failures - 1), self.most)
+
+    def succeeded(self) -> None:
+        self.failures = 0
 
 
 @define
@@ -53,197 +69,215 @@ class Worker:
     clock: Clock
     settings: WorkerSettings
     metrics: Metrics = NO_METRICS
-    held: dict[str, _Held] = field(factory=dict)
+    cancellations: Cancellations | None = field(default=None, kw_only=True)  # None: learnt at heartbeats only
+    held: dict[str, Attempt] = field(factory=dict)
     outbox: list[Finished] = field(factory=list)
     executed: int = 0
     _stopping: asyncio.Event = field(factory=asyncio.Event)
     _slot_freed: asyncio.Event = field(factory=asyncio.Event)
     _outbox_ready: asyncio.Event = field(factory=asyncio.Event)
     _beat_now: asyncio.Event = field(factory=asyncio.Event)
-    _threads: ThreadPoolExecutor | None = None
+    _runner: Runner | None = None
+    _unclaimed: list[str] = field(factory=list)
 
     async def run(self) -> None:
         """Work until stop() is called, then drain and return."""
-        self._threads = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="gnomon-task")
-        loop = asyncio.get_running_loop()
-        helpers = [asyncio.create_task(self._flusher()), asyncio.create_task(self._heartbeats(loop))]
+        threads = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="gnomon-task")
+        self._runner = Runner(self.tasks, self.clock, threads, self.settings.worker_id)
+        helpers = [asyncio.create_task(self._forever("recording outcomes", self._flush_when_ready)),
+                   asyncio.create_task(self._forever("heartbeat", self._beat))]
+        if self.cancellations is not None:
+            helpers.append(asyncio.create_task(self._forever("cancellation notices", self._watch_cancels)))
         try:
-            await self._claim_loop()
+            await self._forever("claim", self._claim_free, until=self._stopping)
             await self._drain()
         finally:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            await self._flush()
-            self._threads.shutdown(wait=False, cancel_futures=True)
+            await self._final_flush()
+            threads.shutdown(wait=False, cancel_futures=True)
 
     def stop(self) -> None:
         self._stopping.set()
         self._slot_freed.set()
 
-    async def _claim_loop(self) -> None:
-        while not self._stopping.is_set():
-            free = self.settings.concurrency - len(self.held)
-            if free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
+    async def _forever(self, what: str, step: Callable[[], Awaitable[None]], *,
+                       until: asyncio.Event | None = None) -> None:
+        """Run `step` again and again; a failure is logged and paused on, never the end of the loop."""
+        pause = Pause(self.settings.first_pause, self.settings.max_pause)
+        while until is None or not until.is_set():
             try:
-                await self._claim(free)
-            except (Unavailable, DomainError) as exc:
-                log.error("claim failed, retrying in 1 s: %s", exc)
-                await _sleep_unless(self._stopping, 1.0)
+                await step()
+            except Unavailable as exc:
+                wait = pause.failed()
+                log.error("%s failed (%d in a row), retrying in %.1f s: %s", what, pause.failures, wait, exc)
+            except Exception:  # a bug must not stop the worker's heartbeats or records: log it, go on
+                wait = pause.failed()
+                log.exception("%s failed (%d in a row), retrying in %.1f s", what, pause.failures, wait)
+            else:
+                pause.succeeded()
+                continue
+            await _sleep_unless(until, wait)
 
-    async def _claim(self, free: int) -> None:
-        ids = await self.dispatcher.pop(self.settings.queues, limit=free, timeout=self.settings.pop_timeout)
-        if not ids:
+    async def _claim_free(self) -> None:
+        free = self.settings.concurrency - len(self.held)
+        if free <= 0:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
             return
-        if self._stopping.is_set():
-            return  # popped during shutdown: left queued in the database, re-dispatched after the timeout
+        # Ids whose claim failed (PostgreSQL away) are claimed again before popping more: not lost meanwhile.
+        ids = self._unclaimed or await self._pop(free)
+        if not ids or self._stopping.is_set():
+            return  # ids popped during shutdown stay queued in PostgreSQL: re-dispatched after the timeout
+        self._unclaimed = ids
         claimed = await self.jobs.claim(ids, worker_id=self.settings.worker_id, now=self.clock.now(),
                                         lease_seconds=self.settings.lease_seconds)
+        self._unclaimed = []
         reporting.claimed(self.metrics, claimed)
         for job in claimed:
-            held = _Held(job=job, ctx=JobContext.of(job, self._request_beat))
-            self.held[job.id] = held
-            held.task = asyncio.create_task(self._execute(held))
+            attempt = Attempt(job=job, ctx=JobContext.of(job, self._request_beat))
+            self.held[job.id] = attempt
+            attempt.task = asyncio.create_task(self._execute(attempt))
 
-    async def _execute(self, held: _Held) -> None:
-        job = held.job
+    async def _pop(self, limit: int) -> list[str]:
+        """Pop, but give up the wait as soon as stop() is called: shutdown does not wait out a pop."""
+        popping = asyncio.ensure_future(self.dispatcher.pop(self.settings.queues, limit=limit,
+                                                            timeout=self.settings.pop_timeout))
+        stopping = asyncio.ensure_future(self._stopping.wait())
         try:
-            outcome = await self._attempt(held)
+            await asyncio.wait([popping, stopping], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self.held.pop(job.id, None)
+            stopping.cancel()
+        if not popping.done():
+            popping.cancel()
+            await asyncio.gather(popping, return_exceptions=True)
+            return []
+        return popping.result()
+
+    async def _execute(self, attempt: Attempt) -> Finished | None:
+        assert self._runner is not None
+        try:
+            outcome = await self._runner.outcome(attempt)
+        finally:
+            self.held.pop(attempt.job.id, None)
             self._slot_freed.set()
         if outcome is not None:
             self.executed += 1
             self.outbox.append(outcome)
             self._outbox_ready.set()
+        return outcome
 
-    async def _attempt(self, held: _Held) -> Finished | None:
-        try:
-            return await self._outcome(held)
-        except LeaseLost:
-            log.warning("job %s: lease lost before its outcome could be recorded", held.job.id)
-            return None
-
-    async def _outcome(self, held: _Held) -> Finished | None:
-        job, token = held.job, held.job.version
-        handler = self.tasks.handler(job.task)
-        try:
-            if handler is None:
-                raise PermanentFailure(f"task {job.task!r} is not registered on worker {self.settings.worker_id}")
-            call = self._call(handler, job.payload, held.ctx)
-            result = await asyncio.wait_for(call, timeout=job.timeout_seconds)
-            json.dumps(result)
-        except asyncio.CancelledError:
-            held.ctx.cancel()
-            if held.released:
-                return Finished(job=job.release(token=token, now=self.clock.now()), run=None)
-            if held.lost:
-                return None  # cancelled or rescued elsewhere: whatever we wrote now would be refused
-            raise
-        except TimeoutError:
-            held.ctx.cancel()
-            new, run = job.fail(token=token, now=self.clock.now(), outcome=Outcome.TIMEOUT,
-                                error=f"timed out after {job.timeout_seconds:g} s")
-            return Finished(job=new, run=run)
-        except PermanentFailure as exc:
-            new, run = job.fail(token=token, now=self.clock.now(), error=_describe(exc), permanent=True)
-            return Finished(job=new, run=run)
-        except Exception as exc:  # a handler may raise anything: that is its way of failing
-            new, run = job.fail(token=token, now=self.clock.now(), error=_describe(exc))
-            return Finished(job=new, run=run)
-        new, run = job.succeed(token=token, now=self.clock.now(), result=result)
-        return Finished(job=new, run=run)
-
-    def _call(self, handler: Any, payload: dict[str, Any], ctx: JobContext) -> Awaitable[Any]:
-        if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(type(handler).__call__):
-            return handler(payload, ctx)
-        loop = asyncio.get_running_loop()
-        return _settle(loop.run_in_executor(self._threads, handler, payload, ctx))
-
-    async def _flusher(self) -> None:
-        while True:
-            await self._outbox_ready.wait()
-            await asyncio.sleep(self.settings.flush_window)
-            await self._flush()
-
-    async def _flush(self) -> None:
+    async def _flush_when_ready(self) -> None:
+        await self._outbox_ready.wait()
+        await asyncio.sleep(self.settings.flush_window)
         self._outbox_ready.clear()
+        batch, self.outbox = self.outbox, []
+        try:
+            await self._record(batch)
+        except BaseException:
+            self.outbox = batch + self.outbox  # kept for the next try (a failure here is Unavailable)
+            self._outbox_ready.set()
+            raise
+
+    async def _record(self, batch: list[Finished]) -> None:
+        """One fenced write for the batch. A batch that fails for another reason than an outage is split
+        until the outcome that cannot be written is alone; that one is dropped (its lease then expires and
+        the attempt is recorded as lost), so one bad row never blocks the others."""
+        if not batch:
+            return
+        try:
+            refused = await self.jobs.finish(batch, now=self.clock.now())
+        except Unavailable:
+            raise
+        except Exception:
+            if len(batch) == 1:
+                log.exception("job %s: its outcome cannot be recorded; dropped", batch[0].job.id)
+                return
+            half = len(batch) // 2
+            await self._record(batch[:half])
+            await self._record(batch[half:])
+            return
+        lost = set(refused)
+        reporting.finished(self.metrics, [f for f in batch if f.job.id not in lost])
+        for job_id in refused:
+            log.warning("outcome of job %s refused: its lease was lost (fenced)", job_id)
+
+    async def _final_flush(self) -> None:
+        """At exit: keep trying while a lease could still be valid; after that a write would be refused."""
+        end = asyncio.get_running_loop().time() + self.settings.lease_seconds
+        pause = Pause(self.settings.first_pause, self.settings.max_pause)
         while self.outbox:
             batch, self.outbox = self.outbox, []
             try:
-                refused = await self.jobs.finish(batch, now=self.clock.now())
-            except (Unavailable, DomainError) as exc:
-                log.error("recording %d outcomes failed, retrying: %s", len(batch), exc)
+                await self._record(batch)
+            except Unavailable as exc:
                 self.outbox = batch + self.outbox
-                await asyncio.sleep(0.5)
-                continue
-            lost = set(refused)
-            reporting.finished(self.metrics, [f for f in batch if f.job.id not in lost])
-            for job_id in refused:
-                log.warning("outcome of job %s refused: its lease was lost (fenced)", job_id)
+                if asyncio.get_running_loop().time() >= end:
+                    log.error("giving up on %d outcomes at exit (their leases will expire): %s", len(batch), exc)
+                    return
+                await asyncio.sleep(pause.failed())
 
-    async def _heartbeats(self, loop: asyncio.AbstractEventLoop) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._beat_now.wait(), timeout=self.settings.heartbeat_seconds)
-            self._beat_now.clear()
-            try:
-                await self._renew()
-            except (Unavailable, DomainError) as exc:
-                log.error("heartbeat failed: %s", exc)
+    async def _beat(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._beat_now.wait(), timeout=self.settings.heartbeat_seconds)
+        self._beat_now.clear()
+        await self._renew()
 
     async def _renew(self) -> None:
-        leases = [(h.job.id, h.job.version) for h in self.held.values()]
+        # Outcomes not yet written keep their leases too: a write that waits out an outage is not refused.
+        attempts = list(self.held.values())
+        leases = [(a.job.id, a.job.version) for a in attempts]
+        leases += [(item.job.id, item.job.version - 1) for item in self.outbox]
         if not leases:
             return
         now, seconds = self.clock.now(), self.settings.lease_seconds
-        lost = await self.jobs.renew(leases, now=now, lease_seconds=seconds)
-        for job_id, token in leases:
-            held = self.held.get(job_id)
-            if held is not None and job_id not in lost:
+        lost = set(await self.jobs.renew(leases, now=now, lease_seconds=seconds))
+        for attempt in attempts:
+            if attempt.job.id in lost:
+                self._stop_lost(attempt)
+            else:
                 with contextlib.suppress(LeaseLost):  # our own view of the lease moves with the stored one
-                    held.job = held.job.renew(token=token, now=now, lease_seconds=seconds)
-        for job_id in lost:
-            held = self.held.get(job_id)
-            if held is not None and held.task is not None:
-                log.info("job %s was cancelled or its lease lost: stopping its handler", job_id)
-                held.lost = True
-                held.ctx.cancel()
-                held.task.cancel()
+                    attempt.job = attempt.job.renew(token=attempt.job.version, now=now, lease_seconds=seconds)
+
+    def _stop_lost(self, attempt: Attempt) -> None:
+        if attempt.task is not None and not attempt.lost:
+            log.info("job %s was cancelled or its lease lost: stopping its handler", attempt.job.id)
+            attempt.lost = True
+            attempt.ctx.cancel()
+            attempt.task.cancel()
+
+    async def _watch_cancels(self) -> None:
+        """A cancelled job's notice makes the next heartbeat happen now: the database says what was
+        cancelled, the notice only says when to ask."""
+        assert self.cancellations is not None
+        ids = await self.cancellations.listen(timeout=self.settings.heartbeat_seconds)
+        if any(job_id in self.held for job_id in ids):
+            self._beat_now.set()
 
     def _request_beat(self, _job_id: str) -> None:
         self._beat_now.set()
 
     async def _drain(self) -> None:
         """No new claims; in-flight jobs get the grace period, then the rest are released."""
-        running = [h.task for h in self.held.values() if h.task is not None]
+        running = [a.task for a in self.held.values() if a.task is not None]
         if running:
             log.info("draining %d jobs (grace %g s)", len(running), self.settings.shutdown_grace_seconds)
             await asyncio.wait(running, timeout=self.settings.shutdown_grace_seconds)
         late = list(self.held.values())
-        for held in late:
-            held.released = True
-            held.ctx.cancel()
-            if held.task is not None:
-                held.task.cancel()
-        await asyncio.gather(*(h.task for h in late if h.task is not None), return_exceptions=True)
+        if late:
+            log.info("releasing %d jobs still running after the grace period", len(late))
+        for attempt in late:
+            attempt.released = True
+            attempt.ctx.cancel()
+            if attempt.task is not None:
+                attempt.task.cancel()
+        await asyncio.gather(*(a.task for a in late if a.task is not None), return_exceptions=True)
 
 
-async def _settle(future: Awaitable[Any]) -> Any:
-    result = await future
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
+async def _sleep_unless(event: asyncio.Event | None, seconds: float) -> None:
+    if event is None:
+        await asyncio.sleep(seconds)
+        return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout=seconds)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -10,6 +10,9 @@ import os
 import secrets
 import signal
 import socket
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -18,6 +21,7 @@ from attrs import frozen
 from entrypoints.container import Runtime
 
 log = logging.getLogger("gnomon")
+HANDLER_THREADS = "gnomon-task"  # the worker's thread pool (application/worker.py)
 
 
 @frozen(kw_only=True)
@@ -49,8 +53,9 @@ def api_server(runtime: Runtime, host: str, port: int) -> _Server:
     return _Server(config)
 
 
-async def run(runtime: Runtime, services: Services, *, on_ready: Callable[[], None] | None = None) -> None:
-    """Start the services, wait for a signal (or for one of them to crash), stop them in order."""
+async def run(runtime: Runtime, services: Services, *, on_ready: Callable[[], None] | None = None) -> int:
+    """Start the services, wait for a signal (or for one of them to crash), stop them in order. The exit
+    code: 0 after a signal, 1 when a service crashed (a supervisor should then restart the process)."""
     await runtime.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -64,6 +69,7 @@ async def run(runtime: Runtime, services: Services, *, on_ready: Callable[[], No
         ("api", server.serve() if server else None),
         ("scheduler", scheduler.run() if scheduler else None),
         ("worker", worker.run() if worker else None)) if coro is not None}
+    crashed = False
     try:
         if server is not None:
             while not server.started and not tasks["api"].done():  # noqa: ASYNC110 - uvicorn offers no event
@@ -74,15 +80,40 @@ async def run(runtime: Runtime, services: Services, *, on_ready: Callable[[], No
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks.values()], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
-        for task in done:
-            if task is not stopper and task.exception() is not None:
-                log.error("service %s crashed", task.get_name(), exc_info=task.exception())
+        crashed = _crashed(done - {stopper})
         log.info("stopping: %s", ", ".join(tasks))
     finally:
         await _shutdown(tasks, server, scheduler, worker)
         await runtime.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+    return 1 if crashed else 0
+
+
+def _crashed(ended: set[asyncio.Task[None]]) -> bool:
+    """A service that ends before it is told to has crashed (its loops ride out outages on their own)."""
+    for task in ended:
+        error = None if task.cancelled() else task.exception()
+        log.error("service %s %s", task.get_name(), "crashed" if error else "stopped on its own", exc_info=error)
+    return bool(ended)
+
+
+def leave_stuck_threads(code: int, *, wait: float = 1.0) -> int:
+    """The interpreter's exit joins the worker's handler threads, so one sync handler that ignores
+    ctx.cancelled would keep a drained worker alive for ever. Its job was released by the drain: after a
+    short wait for threads that are just finishing, leave without them (os._exit). Returns `code` otherwise."""
+    end = time.monotonic() + wait
+    for thread in threading.enumerate():
+        if thread.name.startswith(HANDLER_THREADS):
+            thread.join(max(end - time.monotonic(), 0.0))
+    stuck = [t.name for t in threading.enumerate() if t.name.startswith(HANDLER_THREADS) and t.is_alive()]
+    if not stuck:
+        return code
+    log.warning("exiting with %d handler threads still running (their jobs were released): %s",
+                len(stuck), ", ".join(stuck))
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(code)
 
 
 async def _shutdown(tasks: dict[str, asyncio.Task[None]], server: _Server | None, scheduler: object,

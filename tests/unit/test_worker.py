@@ -8,7 +8,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from application.worker import Worker
+from adapters.memory.cancellations import InMemoryCancellations
+from application.manage_jobs import CancelJob
+from application.ports import Finished
+from application.worker import Worker, WorkerSettings
+from domain.errors import Unavailable
 from domain.job import JobSpec, Outcome, State
 from domain.retry import Backoff
 from tests.unit.fakes import Stack
@@ -186,3 +190,162 @@ async def test_never_runs_more_than_its_concurrency(concurrency: int) -> None:
         for job_id in ids:
             await settle(stack, job_id, State.SUCCEEDED)
     assert peak == concurrency
+
+
+class Flaky:
+    """The memory repository behind a switch: while `down`, the worker's calls fail as in an outage; `poison`
+    names jobs whose outcome the store rejects (as PostgreSQL rejects a row it cannot hold)."""
+
+    def __init__(self, jobs: object) -> None:
+        self.jobs = jobs
+        self.down = False
+        self.poison: set[str] = set()
+        self.failures = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.jobs, name)
+
+    def _check(self) -> None:
+        if self.down:
+            self.failures += 1
+            raise Unavailable("the database is down (test)")
+
+    async def claim(self, *args: object, **kwargs: object) -> object:
+        self._check()
+        return await self.jobs.claim(*args, **kwargs)  # type: ignore[attr-defined]
+
+    async def renew(self, *args: object, **kwargs: object) -> object:
+        self._check()
+        return await self.jobs.renew(*args, **kwargs)  # type: ignore[attr-defined]
+
+    async def finish(self, outcomes: list[Finished], *, now: object) -> object:
+        self._check()
+        if any(item.job.id in self.poison for item in outcomes):
+            raise ValueError("invalid input syntax for type json (test)")
+        return await self.jobs.finish(outcomes, now=now)  # type: ignore[attr-defined]
+
+
+def flaky_worker(stack: Stack, flaky: Flaky, **settings: object) -> Worker:
+    values: dict[str, object] = {"worker_id": "w1", "pop_timeout": 0.01, "heartbeat_seconds": 0.02,
+                                 "first_pause": 0.01, "max_pause": 0.02}
+    values.update(settings)
+    return Worker(flaky, stack.dispatcher, stack.tasks, stack.clock, WorkerSettings(**values))  # type: ignore[arg-type]
+
+
+async def test_a_job_that_outlives_its_first_lease_is_recorded_under_the_renewed_one() -> None:
+    stack = Stack()
+    gate = asyncio.Event()
+
+    async def long(payload: dict[str, object], ctx: object) -> str:
+        await gate.wait()
+        return "done"
+
+    stack.tasks.handlers["long"] = long
+    job_id = await submit(stack, task="long")
+    async with working(stack.worker()):
+        await settle(stack, job_id, State.RUNNING)
+        for _ in range(3):  # 60 s in all, each step within the 30 s lease, each followed by a heartbeat
+            before = (await stack.jobs.get(job_id)).lease
+            stack.clock.advance(20)
+            await renewed(stack, job_id, before)
+        gate.set()
+        await settle(stack, job_id, State.SUCCEEDED)
+    assert (await stack.jobs.get(job_id)).result == "done"
+
+
+async def test_the_worker_rides_out_an_outage_of_its_repository() -> None:
+    stack = Stack()
+    flaky = Flaky(stack.jobs)
+    gate = asyncio.Event()
+
+    async def waits(payload: dict[str, object], ctx: object) -> str:
+        await gate.wait()
+        return "ok"
+
+    stack.tasks.handlers["waits"] = waits
+    first = await submit(stack, task="waits")
+    async with working(flaky_worker(stack, flaky)) as worker:
+        await settle(stack, first, State.RUNNING)
+        flaky.down = True
+        gate.set()  # the outcome waits in the outbox while claims, heartbeats and writes fail
+        second = await submit(stack, task="noop")
+        await until(lambda: flaky.failures >= 10)
+        assert (await stack.jobs.get(first)).state is State.RUNNING and worker.outbox
+        flaky.down = False
+        await settle(stack, first, State.SUCCEEDED)
+        await settle(stack, second, State.SUCCEEDED)
+
+
+async def test_an_outcome_the_store_rejects_does_not_block_the_others() -> None:
+    stack = Stack()
+    flaky = Flaky(stack.jobs)
+    ids = [await submit(stack, task="noop") for _ in range(5)]
+    flaky.poison = {ids[2]}
+    async with working(flaky_worker(stack, flaky, flush_window=0.05)):
+        for job_id in ids[:2] + ids[3:]:
+            await settle(stack, job_id, State.SUCCEEDED)
+    assert (await stack.jobs.get(ids[2])).state is State.RUNNING  # dropped: the scheduler will rescue it
+
+
+async def test_a_result_postgresql_cannot_store_fails_the_job_for_good() -> None:
+    stack = Stack()
+    stack.tasks.handlers["nan"] = lambda payload, ctx: {"x": float("nan")}
+    stack.tasks.handlers["nul"] = lambda payload, ctx: ["a\x00b"]
+    nan, nul = await submit(stack, task="nan"), await submit(stack, task="nul")
+    async with working(stack.worker()):
+        await settle(stack, nan, State.FAILED)
+        await settle(stack, nul, State.FAILED)
+    assert "not JSON" in ((await stack.jobs.get(nan)).last_error or "")
+    assert "NUL" in ((await stack.jobs.get(nul)).last_error or "")
+
+
+async def test_a_timeout_error_raised_by_the_handler_is_an_ordinary_failure() -> None:
+    stack = Stack()
+
+    async def gives_up(payload: dict[str, object], ctx: object) -> None:
+        raise TimeoutError("the upstream did not answer")
+
+    stack.tasks.handlers["gives_up"] = gives_up
+    job_id = await submit(stack, task="gives_up", max_attempts=1)
+    async with working(stack.worker()):
+        await settle(stack, job_id, State.FAILED)
+    [run] = await stack.jobs.runs(job_id)
+    assert run.outcome is Outcome.FAILED and run.error == "TimeoutError: the upstream did not answer"
+
+
+async def test_a_cancellation_notice_stops_the_handler_without_waiting_for_the_heartbeat() -> None:
+    stack = Stack()
+    notices = InMemoryCancellations()
+    stopped = asyncio.Event()
+
+    async def patient(payload: dict[str, object], ctx: object) -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            stopped.set()
+
+    stack.tasks.handlers["patient"] = patient
+    job_id = await submit(stack, task="patient")
+    settings = WorkerSettings(worker_id="w1", pop_timeout=0.01, heartbeat_seconds=60)
+    worker = Worker(stack.jobs, stack.dispatcher, stack.tasks, stack.clock, settings, cancellations=notices)
+    async with working(worker):
+        await settle(stack, job_id, State.RUNNING)
+        await CancelJob(stack.jobs, stack.clock, notices)(job_id)
+        await asyncio.wait_for(stopped.wait(), 3)  # the heartbeat alone would take 60 s
+    assert [r.outcome for r in await stack.jobs.runs(job_id)] == [Outcome.CANCELLED]
+
+
+async def renewed(stack: Stack, job_id: str, before: object, seconds: float = 3.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while (await stack.jobs.get(job_id)).lease == before:
+        assert loop.time() < end, "the lease was never renewed"
+        await asyncio.sleep(0.005)
+
+
+async def until(condition, seconds: float = 3.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while not condition():
+        assert loop.time() < end, "condition never held"
+        await asyncio.sleep(0.005)

@@ -1,0 +1,147 @@
+"""One attempt of a job on a worker: call its handler (async on the loop, sync in the thread pool) under its
+timeout, and turn what happened into the outcome to record. The worker (application/worker.py) owns the
+lease, the heartbeats and the batches; this module only runs and judges."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections.abc import Awaitable
+from concurrent.futures import Executor
+from typing import Any
+
+from attrs import define
+
+from application.ports import Clock, Finished, TaskRegistry
+from application.task_context import JobContext
+from domain.errors import LeaseLost, PermanentFailure
+from domain.job import Job, Outcome
+
+log = logging.getLogger("gnomon.worker")
+
+
+class UnstorableResult(Exception):
+    """The handler returned something PostgreSQL cannot store as JSON (NaN, infinity, NUL characters...)."""
+
+
+@define
+class Attempt:
+    """A claimed job in this worker: its latest lease (moved by heartbeats), its ctx and its task."""
+
+    job: Job
+    ctx: JobContext
+    task: asyncio.Task[Finished | None] | None = None
+    lost: bool = False  # cancelled, or its lease lost: whatever it would write is refused
+    released: bool = False  # given back at the end of a drain
+
+
+@define
+class Runner:
+    tasks: TaskRegistry
+    clock: Clock
+    threads: Executor
+    worker_id: str
+
+    async def outcome(self, attempt: Attempt) -> Finished | None:
+        """What to record for the attempt; None when nothing may be recorded (its lease is gone)."""
+        try:
+            return await self._outcome(attempt)
+        except LeaseLost:
+            log.warning("job %s: lease lost before its outcome could be recorded", attempt.job.id)
+            return None
+
+    async def _outcome(self, attempt: Attempt) -> Finished | None:
+        job = attempt.job
+        handler = self.tasks.handler(job.task)
+        try:
+            if handler is None:
+                raise PermanentFailure(f"task {job.task!r} is not registered on worker {self.worker_id}")
+            result = await self._within_timeout(self._call(handler, job.payload, attempt.ctx), job, attempt)
+            check_storable(result)
+        except asyncio.CancelledError:
+            attempt.ctx.cancel()
+            if attempt.released:
+                return self._released(attempt)
+            if attempt.lost:
+                return None  # cancelled or rescued elsewhere: whatever we wrote now would be refused
+            raise
+        except _TimedOut:
+            return self._failed(attempt, f"timed out after {job.timeout_seconds:g} s", Outcome.TIMEOUT)
+        except PermanentFailure as exc:
+            return self._failed(attempt, describe(exc), permanent=True)
+        except UnstorableResult as exc:  # the same result would come back on a retry
+            return self._failed(attempt, describe(exc), permanent=True)
+        except Exception as exc:  # a handler may raise anything: that is its way of failing
+            return self._failed(attempt, describe(exc))
+        # The lease as the heartbeats left it, not as claimed: a job may outlive its first lease many times.
+        new, run = attempt.job.succeed(token=attempt.job.version, now=self.clock.now(), result=result)
+        return Finished(job=new, run=run)
+
+    async def _within_timeout(self, call: Awaitable[Any], job: Job, attempt: Attempt) -> Any:
+        try:
+            async with asyncio.timeout(job.timeout_seconds) as limit:
+                return await call
+        except TimeoutError:
+            if limit.expired():  # ours; a TimeoutError the handler raised itself is an ordinary failure
+                attempt.ctx.cancel()
+                raise _TimedOut from None
+            raise
+
+    def _call(self, handler: Any, payload: dict[str, Any], ctx: JobContext) -> Awaitable[Any]:
+        if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(type(handler).__call__):
+            return handler(payload, ctx)
+        # A thread that outlives its timeout or a drain keeps running (threads cannot be stopped); it sees
+        # ctx.cancelled, and a call still waiting for a thread is cancelled with its asyncio future.
+        loop = asyncio.get_running_loop()
+        return _settle(loop.run_in_executor(self.threads, handler, payload, ctx))
+
+    def _failed(self, attempt: Attempt, error: str, outcome: Outcome = Outcome.FAILED,
+                permanent: bool = False) -> Finished:
+        job = attempt.job
+        new, run = job.fail(token=job.version, now=self.clock.now(), error=error, outcome=outcome,
+                            permanent=permanent)
+        return Finished(job=new, run=run)
+
+    def _released(self, attempt: Attempt) -> Finished:
+        return Finished(job=attempt.job.release(token=attempt.job.version, now=self.clock.now()), run=None)
+
+
+class _TimedOut(Exception):
+    pass
+
+
+async def _settle(future: Awaitable[Any]) -> Any:
+    result = await future
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def check_storable(result: Any) -> None:
+    """UnstorableResult unless `result` is JSON that PostgreSQL's jsonb accepts."""
+    try:
+        encoded = json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UnstorableResult(f"the handler returned a value that is not JSON: {exc}") from exc
+    if "\\u0000" in encoded and _has_nul(result):
+        raise UnstorableResult("the handler returned text with NUL characters, which PostgreSQL cannot store")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """The error text of a run: the exception's type and message, NUL characters escaped (PostgreSQL text
+    cannot hold them)."""
+    text = str(exc)
+    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return described.replace("\x00", "\\x00")
