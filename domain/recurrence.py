@@ -65,6 +65,9 @@ def _croniter(expression: str, start: datetime) -> croniter:
     return croniter(_EQUAL_RANGE.sub(r"\1", expression), start, second_at_beginning=six)
 
 
+GAP_LOOKBACK = timedelta(hours=3)  # longer than any DST gap
+
+
 @frozen
 class Cron:
     """A cron expression: 5 fields, or 6 with seconds first."""
@@ -98,9 +101,13 @@ class Cron:
     def following(self, after: datetime, tz: ZoneInfo) -> Iterator[datetime]:
         """Fire instants strictly after the UTC instant `after`, increasing."""
         last = after
-        # Start a little before the local reading of `after`: a wall time just before it may map to an
-        # instant after it (inside a gap). Anything at or before `after` is filtered out below.
-        local = after.astimezone(tz).replace(tzinfo=None, fold=0) - timedelta(hours=3)
+        local = after.astimezone(tz).replace(tzinfo=None, fold=0)
+        # A wall time a little before the local reading of `after` may map to an instant after it (inside a
+        # gap), so when the zone's offset changed lately, start before the change; anything at or before
+        # `after` is filtered out below. Otherwise start right there: walking hours of a per-second rule on
+        # every call would cost a scheduler tick seconds.
+        if (after - GAP_LOOKBACK).astimezone(tz).utcoffset() != after.astimezone(tz).utcoffset():
+            local -= GAP_LOOKBACK
         for wall in self.walls(local):
             instant = to_utc(wall, tz)
             if instant > last:
