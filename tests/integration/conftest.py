@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from redis.asyncio import Redis
 
 from adapters.postgres.migrate import migrate
 from tests.integration.cluster import Cluster
@@ -108,3 +109,23 @@ async def throwaway_cluster() -> AsyncIterator[Cluster]:
         yield cluster
     finally:
         cluster.destroy()
+
+
+@pytest_asyncio.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    """A client of the test Redis answering str (a Redis that cannot be reached fails the test)."""
+    client = Redis.from_url(redis_url, decode_responses=True)
+    await client.ping()
+    yield client
+    await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def redis_prefix(redis_client: Redis) -> AsyncIterator[str]:
+    """A GNOMON_REDIS_PREFIX of this test alone; its keys are deleted afterwards."""
+    name = f"gnomon-test-{secrets.token_hex(8)}"
+    yield name
+    keys = [key async for key in redis_client.scan_iter(match=f"{{{name}:*", count=1000)]
+    keys += [key async for key in redis_client.scan_iter(match=f"{name}:*", count=1000)]
+    if keys:
+        await redis_client.delete(*keys)
