@@ -33,7 +33,7 @@ def create() -> Litestar:
         raise SettingsError("GNOMON_API_TOKENS must be set for the API (comma-separated bearer tokens)")
     runtime = build(settings)
     app = create_app(runtime.use_cases, tokens=settings.api_tokens, readiness=runtime.readiness,
-                     max_body_bytes=settings.max_body_bytes)
+                     max_body_bytes=settings.max_body_bytes, registry=runtime.registry)
     app.on_startup.append(_starter(runtime))
     app.on_shutdown.append(runtime.stop)
     return app

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 from attrs import frozen
 
+from adapters.metrics.server import ProbeServer
 from entrypoints.container import Runtime
 
 log = logging.getLogger("gnomon")
@@ -48,7 +49,7 @@ def api_server(runtime: Runtime, host: str, port: int) -> _Server:
     from adapters.http.app import create_app
 
     app = create_app(runtime.use_cases, tokens=runtime.settings.api_tokens, readiness=runtime.readiness,
-                     max_body_bytes=runtime.settings.max_body_bytes)
+                     max_body_bytes=runtime.settings.max_body_bytes, registry=runtime.registry)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     return _Server(config)
 
@@ -70,11 +71,14 @@ async def run(runtime: Runtime, services: Services, *, on_ready: Callable[[], No
         ("scheduler", scheduler.run() if scheduler else None),
         ("worker", worker.run() if worker else None)) if coro is not None}
     crashed = False
+    probes: ProbeServer | None = None
     try:
         if server is not None:
             while not server.started and not tasks["api"].done():  # noqa: ASYNC110 - uvicorn offers no event
                 await asyncio.sleep(0.01)
-        log.info("ready: %s%s", ", ".join(tasks), f" (worker {worker.settings.worker_id})" if worker else "")
+        probes, serving = await _probes(runtime, services)
+        log.info("ready: %s%s%s", ", ".join(tasks), f" (worker {worker.settings.worker_id})" if worker else "",
+                 serving)
         if on_ready is not None:
             on_ready()
         stopper = asyncio.create_task(stop.wait())
@@ -84,10 +88,23 @@ async def run(runtime: Runtime, services: Services, *, on_ready: Callable[[], No
         log.info("stopping: %s", ", ".join(tasks))
     finally:
         await _shutdown(tasks, server, scheduler, worker)
+        if probes is not None:
+            await probes.close()
         await runtime.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return 1 if crashed else 0
+
+
+async def _probes(runtime: Runtime, services: Services) -> tuple[ProbeServer | None, str]:
+    """/metrics, /healthz and /readyz on GNOMON_METRICS_PORT for a process without the API (which has them)."""
+    port = runtime.settings.metrics_port
+    if port is None or services.api is not None:
+        return None, ""
+    probes = ProbeServer(runtime.registry, runtime.readiness)
+    host = runtime.settings.host
+    bound = await probes.start(host, port)
+    return probes, f", metrics on http://{host}:{bound}/metrics"
 
 
 def _crashed(ended: set[asyncio.Task[None]]) -> bool:

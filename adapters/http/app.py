@@ -10,11 +10,13 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from prometheus_client import CollectorRegistry
 
 from adapters.http.auth import bearer_guard
 from adapters.http.decoding import check_body
 from adapters.http.health import Readiness, healthz, readyz
 from adapters.http.jobs import JobsController
+from adapters.http.metrics import metrics_endpoint, request_timer
 from adapters.http.problems import HANDLERS
 from adapters.http.queues import QueuesController
 from adapters.http.schedules import SchedulesController
@@ -27,11 +29,13 @@ async def _no_checks() -> dict[str, bool]:
 
 
 def create_app(container: Any, *, tokens: Sequence[str], readiness: Readiness | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES) -> Litestar:
+               max_body_bytes: int = MAX_BODY_BYTES, registry: CollectorRegistry | None = None) -> Litestar:
     """The API over `container` (entrypoints' UseCases: each provider call makes a use case).
 
-    `tokens` are the bearer tokens /v1 accepts (at least one); `readiness` returns named checks for /readyz.
+    `tokens` are the bearer tokens /v1 accepts (at least one); `readiness` returns named checks for /readyz;
+    `registry` holds the process's metrics, served at /metrics with the API's request durations added to it.
     """
+    registry = CollectorRegistry() if registry is None else registry
     if not any(tokens):
         raise ValueError("the API needs at least one bearer token")
     # One Provide per use case, written out: a loop over names would bind every lambda to the last one.
@@ -59,7 +63,8 @@ def create_app(container: Any, *, tokens: Sequence[str], readiness: Readiness | 
     v1 = Router(path="/v1", route_handlers=[JobsController, SchedulesController, QueuesController],
                 dependencies=use_cases, guards=[bearer_guard(tokens)], security=[{"bearer": []}])
     return Litestar(
-        route_handlers=[v1, healthz, readyz],
+        route_handlers=[v1, healthz, readyz, metrics_endpoint(registry)],
+        middleware=[request_timer(registry)],
         dependencies={"readiness": Provide(lambda: readiness or _no_checks, sync_to_thread=False)},
         exception_handlers=HANDLERS,
         before_request=check_body,
