@@ -117,6 +117,7 @@ class SchedulerLoop:
     wakeup: Wakeup
     clock: Clock
     max_sleep: float = 2.0
+    max_backoff: float = 10.0  # seconds between attempts after failed ticks (1, 2, 4, ... up to this)
     stats_every: float | None = None  # seconds between queue gauge updates; None: never
     stopping: asyncio.Event = field(factory=asyncio.Event)
     ticks: int = 0
@@ -124,14 +125,19 @@ class SchedulerLoop:
     last_stats: datetime | None = None
 
     async def run(self) -> None:
+        failures = 0
         while not self.stopping.is_set():
             try:
                 report = await self._tick_once()
                 await self._report_queues()
                 delay = 0.0 if report.busy else await self._sleep_for()
-            except (Unavailable, DomainError) as exc:
-                log.error("scheduler tick failed, retrying in 1 s: %s", exc)
-                delay = 1.0
+                failures = 0
+            except Exception as exc:  # whatever broke one tick, the next may succeed: never end the loop
+                failures += 1
+                delay = min(self.max_backoff, 2.0 ** (failures - 1))
+                expected = isinstance(exc, Unavailable | DomainError)
+                log.error("scheduler tick failed (%d in a row), retrying in %g s: %s", failures, delay,
+                          exc if expected else repr(exc), exc_info=None if expected else exc)
             if delay > 0:
                 await self.wakeup.wait(delay)
 
