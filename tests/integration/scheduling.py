@@ -73,6 +73,14 @@ async def rows(url: str, query: str, params: dict[str, Any] | None = None) -> li
         return await (await conn.execute(query, params)).fetchall()  # type: ignore[arg-type]
 
 
+async def snapshot(url: str, queries: Sequence[str]) -> list[list[dict[str, Any]]]:
+    """The rows of several queries read from one consistent snapshot (schedulers may be writing)."""
+    async with await psycopg.AsyncConnection.connect(url, row_factory=dict_row) as conn:
+        await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+        async with conn.transaction():
+            return [await (await conn.execute(query)).fetchall() for query in queries]  # type: ignore[arg-type]
+
+
 async def job_states(url: str, ids: Sequence[str]) -> dict[str, str]:
     found = await rows(url, "SELECT id::text, state FROM jobs WHERE id = ANY(%(ids)s::uuid[])", {"ids": list(ids)})
     return {row["id"]: row["state"] for row in found}
@@ -96,10 +104,11 @@ async def check_exactly_once(url: str, created: Sequence[Schedule]) -> dict[str,
     """Every schedule's occurrences from its first up to (excluding) its stored next_fire_at fired exactly
     once: one job per occurrence, one `fired` ledger entry naming that job, nothing else in the ledger.
     Returns the number of occurrences fired per schedule id."""
-    jobs = await rows(url, "SELECT id::text, schedule_id::text, scheduled_for FROM jobs"
-                           " WHERE schedule_id IS NOT NULL")
-    ledger = await rows(url, "SELECT schedule_id::text, scheduled_for, fate, job_id::text FROM occurrences")
-    stored = {r["id"]: r["next_fire_at"] for r in await rows(url, "SELECT id::text, next_fire_at FROM schedules")}
+    jobs, ledger, schedules = await snapshot(url, [
+        "SELECT id::text, schedule_id::text, scheduled_for FROM jobs WHERE schedule_id IS NOT NULL",
+        "SELECT schedule_id::text, scheduled_for, fate, job_id::text FROM occurrences",
+        "SELECT id::text, next_fire_at FROM schedules"])
+    stored = {r["id"]: r["next_fire_at"] for r in schedules}
     pairs = Counter((j["schedule_id"], j["scheduled_for"]) for j in jobs)
     assert [p for p, n in pairs.items() if n > 1] == [], "an occurrence has more than one job"
     assert {e["fate"] for e in ledger} <= {"fired"}, f"unexpected fates: {Counter(e['fate'] for e in ledger)}"
