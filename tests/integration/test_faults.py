@@ -1,160 +1,188 @@
-"""Faults under real processes: Redis flushed mid-dispatch, Redis and PostgreSQL restarted mid-run. Nothing is
-lost: every job still ends `succeeded`, and the worker and scheduler ride the outages out without exiting."""
+"""Fault injection against the real decoupled stack (issue 5): jobs flow through 1 API, 2 schedulers and
+2 workers, all separate processes, while a driver kills -9 a random scheduler or worker every few seconds
+and restarts it, flushes the Redis database once, and restarts PostgreSQL once (a throwaway cluster).
+
+Leases are short (2 s, heartbeat 0.5 s) and a lost dispatch is re-sent after 2 s, so recovery fits the run.
+The suite stops by itself: every phase has a deadline, the whole well under three minutes.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import re
-import shutil
-import subprocess
-import tempfile
+import random
+import secrets
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
 
-import pytest
-import redis
+import httpx
+import pytest_asyncio
+import redis.asyncio as aioredis
 
-from domain.job import State
 from tests.integration.cluster import Cluster, free_port
-from tests.integration.processes import GnomonProcess, gnomon, gnomon_env
-from tests.integration.stack import Client, client, new_prefix, spec
+from tests.integration.faults import (
+    ORPHAN_LEDGER,
+    RUNS,
+    TERMINAL,
+    TWICE_IN_JOBS,
+    TWICE_IN_LEDGER,
+    UNRECORDED_FIRINGS,
+    Fleet,
+    Load,
+    fetch,
+    until_terminal,
+)
+from tests.integration.http_stack import TOKEN, redis_base_url
+from tests.integration.processes import gnomon_env
 
-# FLUSHDB wipes a whole database: this test owns DB 6 of the test Redis (the other tests use prefixes in
-# DB 0; DBs 8-15 belong to the benchmark harness).
-FLUSHABLE_DB = 6
-RECOVERY = {"dispatch_timeout_seconds": 2, "lease_seconds": 2, "heartbeat_seconds": 0.5}
-
-
-@pytest.fixture
-def flushable_redis_url(redis_url: str) -> str:
-    """The test Redis, database FLUSHABLE_DB, which no other test uses."""
-    base, _, _db = redis_url.rpartition("/")
-    return f"{base}/{FLUSHABLE_DB}"
-
-
-class PrivateRedis:
-    """A redis-server of one test, with no persistence: a restart comes back empty, as after a crash."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="gnomon-redis-"))
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        end = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_timeout=1).ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < end, "private redis-server never answered"
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+JOBS = 20_000
+BATCH = 500
+SEED = 5
+REDIS_DB = 7  # a Redis database of this suite alone: it gets flushed
+SUITE_SECONDS = 175.0  # the hard bound of the whole scenario, startup included
+FAST = {"lease_seconds": 2, "heartbeat_seconds": 0.5, "dispatch_timeout_seconds": 2, "shutdown_grace_seconds": 2}
 
 
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
-    server.start()
+def own_redis_db(base: str, db: int) -> str:
+    head, _, _ = base.rpartition("/")
+    return f"{head}/{db}" if "://" in head else f"{base.rstrip('/')}/{db}"
+
+
+@pytest_asyncio.fixture
+async def flushable_redis() -> AsyncIterator[str]:
+    url = own_redis_db(redis_base_url(), REDIS_DB)
+    client = aioredis.Redis.from_url(url)
     try:
-        yield server
+        await client.flushdb()
+        yield url
     finally:
-        server.kill()
-        shutil.rmtree(server.dir, ignore_errors=True)
+        await client.flushdb()
+        await client.aclose()
 
 
-async def _outcome_counts(jobs: Client) -> dict[str, int]:
-    async with jobs.runtime.adapters.pool().connection() as conn:
-        rows = await (await conn.execute("SELECT outcome, count(*) AS n FROM runs GROUP BY outcome")).fetchall()
-    return {row["outcome"]: row["n"] for row in rows}
+class Chaos:
+    """Every 2-4 s: kill -9 a random scheduler or worker and restart it; once: FLUSHDB; once: restart
+    PostgreSQL (an immediate stop, i.e. a crash, then a start). Runs until told to stop and both one-offs
+    are done."""
+
+    def __init__(self, fleet: Fleet, cluster: Cluster, redis_url: str, seed: int) -> None:
+        self.fleet = fleet
+        self.cluster = cluster
+        self.redis_url = redis_url
+        self.rng = random.Random(seed)
+        self.flushed = 0
+        self.pg_restarts = 0
+        self.timeline: list[str] = []  # "12.3s kill worker.1", for the printed figures
+
+    async def run(self, stop: asyncio.Event) -> None:
+        start = time.monotonic()
+        victims = [name for name in self.fleet.roles if name != "api"]
+        while not (stop.is_set() and self.flushed and self.pg_restarts):
+            await asyncio.sleep(self.rng.uniform(2, 4))
+            elapsed = time.monotonic() - start
+            if not self.flushed and elapsed > 6:
+                await self._flush()
+                self.timeline.append(f"{elapsed:.0f}s FLUSHDB")
+            elif not self.pg_restarts and elapsed > 15:
+                await asyncio.to_thread(self.cluster.restart, "immediate")
+                self.pg_restarts += 1
+                self.timeline.append(f"{elapsed:.0f}-{time.monotonic() - start:.0f}s PostgreSQL restart")
+            else:
+                victim = self.rng.choice(victims)
+                await asyncio.to_thread(self.fleet.kill_and_restart, victim)
+                self.timeline.append(f"{elapsed:.0f}s kill {victim}")
+
+    async def _flush(self) -> None:
+        client = aioredis.Redis.from_url(self.redis_url)
+        try:
+            await client.flushdb()
+        finally:
+            await client.aclose()
+        self.flushed += 1
 
 
-def _stop_cleanly(*processes: GnomonProcess) -> None:
-    for process in processes:
-        assert process.alive(), f"gnomon {process.args} exited during the fault:\n{process.log[-3000:]}"
-        assert process.terminate(timeout=20) == 0
+def audit_runs(runs: list[dict[str, Any]], fleet: Fleet) -> dict[str, Any]:
+    """Extra executions are `lost` runs; each must come from a worker we killed. Returns the figures."""
+    by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        by_job[run["job_id"]].append(run)
+    problems = []
+    for job_id, history in by_job.items():
+        if [r["attempt"] for r in history] != list(range(1, len(history) + 1)):
+            problems.append(f"{job_id}: attempts {[r['attempt'] for r in history]}")
+        allowed = {"failed", "lost"} if history[0]["task"] == "fail" else {"lost"}
+        if any(r["outcome"] not in allowed for r in history[:-1]):
+            problems.append(f"{job_id} ({history[0]['task']}): outcomes {[r['outcome'] for r in history]}")
+    lost = [r for r in runs if r["outcome"] == "lost"]
+    by_survivors = [r for r in lost if not fleet.killed(r["worker_id"])]
+    duplicates = {r["job_id"] for r in lost if len(by_job[r["job_id"]]) > 1}
+    return {"problems": problems, "lost_runs": len(lost), "lost_by_survivors": by_survivors,
+            "duplicates": len(duplicates)}
 
 
-async def test_flushdb_while_2000_delayed_jobs_are_dispatched_loses_none(
-        pg_url: str, flushable_redis_url: str) -> None:
-    prefix = new_prefix()
-    env = gnomon_env(pg_url, flushable_redis_url, prefix=prefix, **RECOVERY)
-    flusher = redis.Redis.from_url(flushable_redis_url, socket_timeout=5)
-    start = datetime.now(UTC) + timedelta(seconds=1.5)
-    specs = [spec("sleep", payload={"seconds": 0.02}, run_at=start + timedelta(milliseconds=i)) for i in range(2000)]
-    async with client(pg_url, flushable_redis_url, prefix) as jobs:
-        with gnomon("scheduler", env=env) as scheduler, \
-                gnomon("worker", "--concurrency", "8", env=env) as one, \
-                gnomon("worker", "--concurrency", "8", env=env) as two:
-            for process in (scheduler, one, two):
-                process.wait_for_log("ready")
-            await jobs.submit(*specs)
-            hits = 0
-            for _ in range(10):  # due over 2 s from 1.5 s on: flush every 0.4 s while they are dispatched
-                await asyncio.sleep(0.4)
-                hits += flusher.dbsize() > 0
-                flusher.flushdb()
-            counts = await jobs.until_all(State.SUCCEEDED, 2000, timeout=25)
-            redispatched = sum(int(n) for n in re.findall(r"redispatched=(\d+)", scheduler.log))
-            _stop_cleanly(scheduler, one, two)
-        outcomes = await _outcome_counts(jobs)
-    flusher.close()
-    assert counts == {"succeeded": 2000}
-    assert outcomes == {"succeeded": 2000}  # each ran once: a re-sent id of a started job is skipped
-    assert hits > 0, "no FLUSHDB found ids waiting: the test did not exercise recovery"
-    assert redispatched > 0, "the scheduler never re-sent a dispatch"
-
-
-async def test_a_redis_restart_loses_nothing_and_stops_no_process(pg_url: str, private_redis: PrivateRedis) -> None:
-    prefix = new_prefix()
-    env = gnomon_env(pg_url, private_redis.url, prefix=prefix, **RECOVERY)
-    async with client(pg_url, private_redis.url, prefix) as jobs:
-        with gnomon("scheduler", env=env) as scheduler, gnomon("worker", env=env) as worker:
-            scheduler.wait_for_log("ready")
-            worker.wait_for_log("ready")
-            now = datetime.now(UTC)
-            before = await jobs.submit(*(spec("sleep", payload={"seconds": 0.5}, max_attempts=5,
-                                              run_at=now + timedelta(seconds=i * 0.1)) for i in range(30)))
-            await jobs.until(before[0], State.SUCCEEDED)
-            private_redis.kill()
-            during = await jobs.submit(*(spec("noop", max_attempts=5) for _ in range(20)))  # dispatch fails
-            worker.wait_for_log("failed (")
-            await asyncio.sleep(1)
-            private_redis.start()  # empty: every id that waited in it is gone
-            counts = await jobs.until_all(State.SUCCEEDED, len(before) + len(during), timeout=25)
-            _stop_cleanly(scheduler, worker)
-    assert counts == {"succeeded": 50}
-
-
-async def test_a_postgresql_crash_and_restart_mid_run_loses_nothing(throwaway_cluster: Cluster, redis_url: str) -> None:
-    prefix = new_prefix()
+async def test_jobs_survive_kills_a_redis_flush_and_a_postgres_restart(throwaway_cluster: Cluster,
+                                                                       flushable_redis: str) -> None:
+    deadline = time.monotonic() + SUITE_SECONDS
     url = throwaway_cluster.url("gnomon")
-    env = gnomon_env(url, redis_url, prefix=prefix, **RECOVERY)
-    async with client(url, redis_url, prefix) as jobs:
-        with gnomon("scheduler", env=env) as scheduler, gnomon("worker", env=env) as worker:
-            scheduler.wait_for_log("ready")
-            worker.wait_for_log("ready")
-            now = datetime.now(UTC)
-            ids = await jobs.submit(*(spec("sleep", payload={"seconds": 0.3}, max_attempts=10,
-                                           run_at=now + timedelta(seconds=i * 0.02)) for i in range(150)))
-            await jobs.until(ids[10], State.SUCCEEDED)
-            throwaway_cluster.stop("immediate")  # a crash: connections die, recent asynchronous commits too
-            worker.wait_for_log("failed (")
-            await asyncio.sleep(1)
-            throwaway_cluster.start()
-            counts = await jobs.until_all(State.SUCCEEDED, len(ids), timeout=25)
-            _stop_cleanly(scheduler, worker)
-    assert counts == {"succeeded": 150}
+    port = free_port()
+    env = gnomon_env(url, flushable_redis, prefix=f"faults-{secrets.token_hex(3)}", api_tokens=TOKEN, port=port,
+                     **FAST)
+    worker = ["worker", "--concurrency", "32"]
+    fleet = Fleet(env, {"api": ["api"], "scheduler.1": ["scheduler"], "scheduler.2": ["scheduler"],
+                        "worker.1": worker, "worker.2": worker})
+    try:
+        await asyncio.to_thread(fleet.start)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                                     headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+            schedules = [await _schedule(api, f"every-{s}s", s) for s in (1, 2, 3)]
+            load, chaos = Load(api, JOBS, BATCH, SEED), Chaos(fleet, throwaway_cluster, flushable_redis, SEED)
+            stop = asyncio.Event()
+            chaos_task = asyncio.create_task(chaos.run(stop))
+            started = time.monotonic()
+            await load.run(spacing=0.6, deadline=deadline)
+            chaos.timeline.append(f"{time.monotonic() - started:.0f}s all {JOBS} jobs submitted")
+            await asyncio.sleep(10)  # faults go on while the delayed jobs come due
+            stop.set()
+            await asyncio.wait_for(chaos_task, timeout=max(deadline - time.monotonic(), 1))
+            for name in schedules:
+                await _pause(api, name, deadline)
+        final = await until_terminal(url, deadline)
+        assert not fleet.crashed(), fleet.crashed()
+        await _audit(url, load, chaos, fleet, final)
+    finally:
+        fleet.close()
+
+
+async def _schedule(api: httpx.AsyncClient, name: str, seconds: int) -> str:
+    response = await api.post("/v1/schedules", json={"name": name, "interval_seconds": seconds,
+                                                     "job": {"task": "noop", "payload": {"schedule": name}}})
+    assert response.status_code == 201, response.text
+    return name
+
+
+async def _pause(api: httpx.AsyncClient, name: str, deadline: float) -> None:
+    while (await api.post(f"/v1/schedules/{name}/pause")).status_code != 200:
+        assert time.monotonic() < deadline, f"could not pause {name}"
+        await asyncio.sleep(0.5)
+
+
+async def _audit(url: str, load: Load, chaos: Chaos, fleet: Fleet, final: dict[str, int]) -> None:
+    stored = {row["id"]: row["state"] for row in await fetch(url, "SELECT id::text AS id, state FROM jobs")}
+    missing = [i for i in load.ids if i not in stored]
+    assert len(set(load.ids)) == JOBS and not missing, f"{len(missing)} submitted jobs are missing: {missing[:5]}"
+    assert all(stored[i] in TERMINAL for i in load.ids)
+    assert await fetch(url, TWICE_IN_JOBS) == []
+    assert await fetch(url, TWICE_IN_LEDGER) == []
+    assert await fetch(url, ORPHAN_LEDGER) == []
+    assert await fetch(url, UNRECORDED_FIRINGS) == []
+    fired = len(stored) - JOBS
+    figures = audit_runs(await fetch(url, RUNS), fleet)
+    print(f"\nfault suite: kills={sum(fleet.kills.values())} ({dict(fleet.kills)}), restarts="
+          f"{sum(fleet.kills.values())} processes + {chaos.pg_restarts} PostgreSQL, redis_flushes={chaos.flushed}, "
+          f"jobs={len(stored)} (submitted {JOBS}: {dict(load.kinds)}; schedule-fired {fired}), states={final}, "
+          f"lost=0, duplicates={figures['duplicates']} (lost runs {figures['lost_runs']}, "
+          f"of live workers {len(figures['lost_by_survivors'])}), refused_batches={load.refused}\n"
+          f"timeline: {', '.join(chaos.timeline)}")
+    assert figures["problems"] == [], figures["problems"][:20]
+    assert figures["lost_by_survivors"] == [], figures["lost_by_survivors"][:20]
