@@ -62,6 +62,9 @@ async def test_the_scheduler_rides_out_a_postgresql_restart(
             return all(fired[s.id] > fired_before[s.id] for s in created)
 
         await wait_until(fires_again, "every schedule firing again after the restart")
+        listener_failures = scheduler.log.count("wake-up listener failed")
+        await asyncio.sleep(3)  # several waits on the wake-up channel
+        assert scheduler.log.count("wake-up listener failed") == listener_failures, "LISTEN did not recover"
         assert scheduler.terminate() == 0
         log = scheduler.log
     assert "scheduler tick failed" in log
