@@ -98,7 +98,8 @@ async def test_cancelling_a_running_sync_job_sets_ctx_cancelled(pg_url: str, red
 
 async def _cancel_running(pg_url: str, redis_url: str, tmp_path: Path, task: str) -> None:
     prefix = new_prefix()
-    env = gnomon_env(pg_url, redis_url, prefix=prefix, tasks=sample_tasks(task), lease_seconds=30)
+    # Heartbeats every 30 s: within the 10 s the test waits, only the cancel notice (pub/sub) can stop it.
+    env = gnomon_env(pg_url, redis_url, prefix=prefix, tasks=sample_tasks(task), lease_seconds=90)
     marker = tmp_path / "marker"
     async with client(pg_url, redis_url, prefix, tasks=tasks_of(sample_tasks(task))) as jobs:
         with gnomon("worker", "--concurrency", "1", env=env) as worker:
