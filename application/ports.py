@@ -7,7 +7,7 @@ pipeline serves many jobs. Every method that changes state is atomic on its own.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from attrs import frozen
@@ -59,6 +59,16 @@ class QueueStats:
     counts: dict[str, int]  # by state
     oldest_queued_at: datetime | None
     finished_last_minute: int
+
+
+@frozen(kw_only=True)
+class Throughput:
+    """How many jobs of a queue reached one final state within one time bucket [start, start + bucket)."""
+
+    queue: str
+    start: datetime
+    state: State  # succeeded, failed or cancelled
+    count: int
 
 
 class JobRepository(Protocol):
@@ -120,6 +130,16 @@ class JobRepository(Protocol):
 
     async def prune(self, finished_before: datetime, limit: int) -> int:
         """Delete up to `limit` terminal jobs (and their runs) finished before the instant."""
+        ...
+
+    async def save_many(self, changes: Sequence[Finished]) -> list[str]:
+        """Write transitioned jobs (with the runs that ended, if any) in one go, each iff its stored version is
+        job.version - 1. Returns the ids not written (changed meanwhile, or unknown); the others are written."""
+        ...
+
+    async def throughput(self, since: datetime, bucket: timedelta) -> list[Throughput]:
+        """Jobs that reached a final state at or after `since`, counted per queue, final state and bucket of
+        length `bucket` counted from `since`. Buckets without a job are left out."""
         ...
 
 

@@ -24,6 +24,7 @@ from adapters.redis.cancellations import RedisCancellations
 from adapters.redis.dispatcher import RedisDispatcher
 from adapters.tasks.builtin import builtin_tasks
 from adapters.tasks.registry import ImportedTaskRegistry
+from application.bulk_jobs import CancelJobs, RetryJobs
 from application.manage_jobs import CancelJob, GetJob, JobRuns, ListJobs, QueueOverview, RetryJob
 from application.manage_schedules import (
     BackfillSchedule,
@@ -41,6 +42,7 @@ from application.manage_schedules import (
 from application.ports import NO_METRICS
 from application.scheduler import SchedulerLoop, SchedulerTick, TickSettings
 from application.submit_jobs import SubmitJobs
+from application.throughput import QueueThroughput
 from application.worker import Worker, WorkerSettings
 from entrypoints.settings import Settings, SettingsError
 
@@ -85,6 +87,9 @@ class UseCases(containers.DeclarativeContainer):
     cancel_job = providers.Factory(CancelJob, jobs=adapters.jobs, clock=clock, cancellations=adapters.cancellations)
     retry_job = providers.Factory(RetryJob, jobs=adapters.jobs, dispatcher=adapters.dispatcher, clock=clock)
     queue_overview = providers.Factory(QueueOverview, jobs=adapters.jobs, clock=clock)
+    queue_throughput = providers.Factory(QueueThroughput, jobs=adapters.jobs, clock=clock)
+    retry_jobs = providers.Factory(RetryJobs, jobs=adapters.jobs, dispatcher=adapters.dispatcher, clock=clock)
+    cancel_jobs = providers.Factory(CancelJobs, jobs=adapters.jobs, clock=clock, cancellations=adapters.cancellations)
 
     create_schedule = providers.Factory(CreateSchedule, schedules=adapters.schedules, clock=clock,
                                         tasks=adapters.tasks, wakeup=adapters.wakeup)

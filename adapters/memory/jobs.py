@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from attrs import evolve
 
 from adapters.memory.paging import keyset_page
-from application.ports import Finished, JobFilter, Page, QueueStats, Submitted
+from application.ports import Finished, JobFilter, Page, QueueStats, Submitted, Throughput
 from domain.errors import JobNotFound, LeaseLost, StaleWrite
 from domain.job import TERMINAL, WAITING, Job, Run, State
 
@@ -158,6 +158,24 @@ class InMemoryJobRepository:
                 recent[job.queue] += 1
         return [QueueStats(queue=q, counts={str(s): n for s, n in c.items()}, oldest_queued_at=oldest.get(q),
                            finished_last_minute=recent[q]) for q, c in sorted(counts.items())]
+
+    async def save_many(self, changes: Sequence[Finished]) -> list[str]:
+        refused = []
+        for item in changes:
+            try:
+                self.save_now(item.job, item.run)
+            except (StaleWrite, JobNotFound):
+                refused.append(item.job.id)
+        return refused
+
+    async def throughput(self, since: datetime, bucket: timedelta) -> list[Throughput]:
+        counts: dict[tuple[datetime, str, State], int] = defaultdict(int)
+        for job in self.rows.values():
+            if job.state in TERMINAL and job.finished_at is not None and job.finished_at >= since:
+                start = since + bucket * ((job.finished_at - since) // bucket)
+                counts[(start, job.queue, job.state)] += 1
+        return [Throughput(queue=queue, start=start, state=state, count=n)
+                for (start, queue, state), n in sorted(counts.items())]
 
     async def prune(self, finished_before: datetime, limit: int) -> int:
         old = [j.id for j in self.rows.values()

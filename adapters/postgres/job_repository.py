@@ -17,7 +17,7 @@ from psycopg.types.json import Json
 from adapters.postgres import sql
 from adapters.postgres.pool import Pool, connection, transaction
 from adapters.postgres.rows import _job_from_row, _run_from_row, as_uuid, cursor_uuid, job_record, run_record
-from application.ports import Finished, JobFilter, Page, QueueStats, Submitted
+from application.ports import Finished, JobFilter, Page, QueueStats, Submitted, Throughput
 from domain.errors import Conflict, InvalidInput, JobNotFound, StaleWrite
 from domain.job import Job, Run, State
 
@@ -151,6 +151,19 @@ class PgJobRepository:
                 entry["oldest"] = row["oldest_queued_at"].astimezone(UTC)
         return [QueueStats(queue=queue, counts=e["counts"], oldest_queued_at=e["oldest"],
                            finished_last_minute=e["done"]) for queue, e in sorted(stats.items())]
+
+    async def save_many(self, changes: Sequence[Finished]) -> list[str]:
+        if not changes:
+            return []
+        async with transaction(self._pool) as conn:
+            written = await write_jobs(conn, sql.SAVE_JOBS, changes, {})
+        return [item.job.id for item in changes if item.job.id not in written]
+
+    async def throughput(self, since: datetime, bucket: timedelta) -> list[Throughput]:
+        async with connection(self._pool) as conn:
+            rows = await (await conn.execute(sql.THROUGHPUT, {"since": since, "bucket": bucket})).fetchall()
+        return [Throughput(queue=row["queue"], start=row["start"].astimezone(UTC), state=State(row["state"]),
+                           count=row["n"]) for row in rows]
 
     async def prune(self, finished_before: datetime, limit: int) -> int:
         async with connection(self._pool) as conn:

@@ -120,6 +120,12 @@ SELECT queue, state, count(*) AS n,
            AS finished
 FROM jobs GROUP BY queue, state"""
 
+# Finished jobs per queue, final state and bucket; buckets start at %(since)s (jobs_terminal_finished serves it).
+THROUGHPUT: Final = """
+SELECT queue, state, date_bin(%(bucket)s::interval, finished_at, %(since)s) AS start, count(*) AS n
+FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at >= %(since)s
+GROUP BY queue, state, start ORDER BY start, queue, state"""
+
 PRUNE: Final = """
 DELETE FROM jobs WHERE id IN (
     SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < %(before)s

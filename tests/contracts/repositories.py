@@ -28,7 +28,7 @@ def make_job(now: datetime = T0, **spec: object) -> Job:
     return Job.create(new_id(now), JobSpec(**fields), now=now)  # type: ignore[arg-type]
 
 
-async def running(jobs, now: datetime = T0, **spec: object) -> Job:  # noqa: ANN001
+async def running(jobs, now: datetime = T0, **spec: object) -> Job:
     job = make_job(now, **spec)
     await jobs.add([job])
     [claimed] = await jobs.claim([job.id], worker_id="w1", now=now, lease_seconds=LEASE)
@@ -215,6 +215,43 @@ class JobRepositoryContract:
             await jobs.get(old.id)
         assert (await jobs.get(keep.id)).state is State.QUEUED
 
+    async def test_save_many_writes_current_versions_and_refuses_the_rest(self, jobs) -> None:
+        waiting, moved, busy = make_job(), make_job(), await running(jobs)
+        await jobs.add([waiting, moved])
+        await jobs.save(*moved.cancel(now=at(1)))
+        stale = Finished(job=moved.cancel(now=at(2))[0], run=None)
+        unknown = Finished(job=make_job().cancel(now=at(2))[0], run=None)
+        cancelled, run = busy.cancel(now=at(2))
+        changes = [Finished(job=waiting.cancel(now=at(2))[0], run=None), stale, Finished(job=cancelled, run=run),
+                   unknown]
+        assert sorted(await jobs.save_many(changes)) == sorted([moved.id, unknown.job.id])
+        assert (await jobs.get(waiting.id)).state is State.CANCELLED
+        assert (await jobs.get(moved.id)).finished_at == at(1)
+        assert await jobs.get(busy.id) == cancelled
+        assert [r.outcome for r in await jobs.runs(busy.id)] == [Outcome.CANCELLED]
+        assert await jobs.save_many([]) == []
+
+    async def test_throughput_counts_finished_jobs_per_queue_state_and_bucket(self, jobs) -> None:
+        async def finish(at_seconds: float, queue: str, ok: bool = True) -> None:
+            job = await running(jobs, at(at_seconds - 1), queue=queue, max_attempts=1)
+            done, run = (job.succeed(token=job.version, now=at(at_seconds)) if ok
+                         else job.fail(token=job.version, now=at(at_seconds), error="boom"))
+            assert await jobs.finish([Finished(job=done, run=run)], now=at(at_seconds)) == []
+
+        await finish(-30, "q1")  # before the window
+        await finish(10, "q1")
+        await finish(59.5, "q1")
+        await finish(60, "q1")
+        await finish(75, "q2", ok=False)
+        queued = make_job(queue="q1")
+        await jobs.add([queued])
+        await jobs.save(*queued.cancel(now=at(20)))
+        await running(jobs, queue="q2")  # not finished: not counted
+        counted = {(t.start, t.queue, t.state): t.count for t in await jobs.throughput(T0, timedelta(minutes=1))}
+        assert counted == {(T0, "q1", State.SUCCEEDED): 2, (T0, "q1", State.CANCELLED): 1,
+                           (at(60), "q1", State.SUCCEEDED): 1, (at(60), "q2", State.FAILED): 1}
+        assert await jobs.throughput(at(120), timedelta(minutes=1)) == []
+
 
 def make_schedule(now: datetime = T0, name: str = "nightly", **spec: object) -> Schedule:
     fields: dict[str, object] = {"name": name, "job": JobSpec(task="noop"), "interval_seconds": 60}
@@ -222,7 +259,7 @@ def make_schedule(now: datetime = T0, name: str = "nightly", **spec: object) -> 
     return Schedule.create(new_id(now), ScheduleSpec(**fields), now=now)  # type: ignore[arg-type]
 
 
-def planner(now: datetime):  # noqa: ANN201
+def planner(now: datetime):
     return lambda schedule, previous: schedule.plan(now=now, previous=previous, new_id=new_id)
 
 
