@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from attrs import evolve
 
+from entrypoints import client_cli
 from entrypoints.container import build
 from entrypoints.logs import setup_logging
 from entrypoints.processes import Services, leave_stuck_threads, run
@@ -51,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply pending database migrations")
     _common(migrate)
     stack_flags(commands.add_parser("stack", help="migrate, then API, schedulers and workers as child processes"))
+    client_cli.add_commands(commands)
     return top
 
 
@@ -65,6 +67,8 @@ def _queues(text: str) -> tuple[str, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command in client_cli.COMMANDS:  # clients of a running API: none of the server settings apply
+        return client_cli.main(args)
     try:
         settings = _settings(args)
     except SettingsError as exc:

@@ -338,3 +338,38 @@ def export_flags(flags: Mapping[str, object | None]) -> None:
     """Put the flags into this process's environment, for children that start without our arguments
     (uvicorn's worker processes, which build their settings from the environment alone)."""
     os.environ.update(flag_environment(flags))
+
+
+DEFAULT_URL: Final = "http://127.0.0.1:8000"
+
+
+@frozen(kw_only=True)
+class ClientSettings:
+    """Where the `gnomon jobs|schedules` commands send their requests: flags > environment > defaults."""
+
+    url: str = DEFAULT_URL
+    token: str | None = field(default=None, repr=lambda t: "None" if t is None else "<token>")
+
+    @classmethod
+    def from_env(cls, flags: Mapping[str, object | None] | None = None) -> ClientSettings:
+        return load_client_settings(flags or {}, os.environ)
+
+
+def load_client_settings(flags: Mapping[str, object | None], environ: Mapping[str, str]) -> ClientSettings:
+    """--url / GNOMON_URL and --token / GNOMON_TOKEN; without a token, the first of GNOMON_API_TOKENS (a client
+    on the server's own machine)."""
+    values: dict[str, object] = {}
+    for name, parse in (("url", _url("http", "https")), ("token", _word)):
+        picked = _pick(name, flags, environ, {}, "")
+        if picked is not None:
+            source, raw = picked
+            try:
+                values[name] = parse(raw)
+            except ValueError as error:
+                raise SettingsError(f"{source}: {error}") from None
+    if "token" not in values and environ.get("GNOMON_API_TOKENS", "").strip():
+        try:
+            values["token"] = next(iter(_tokens(environ["GNOMON_API_TOKENS"])), None)
+        except ValueError as error:
+            raise SettingsError(f"GNOMON_API_TOKENS: {error}") from None
+    return ClientSettings(**values)  # type: ignore[arg-type]
