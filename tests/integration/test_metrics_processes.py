@@ -1,0 +1,100 @@
+"""Prometheus metrics of real processes on PostgreSQL and Redis: `gnomon worker` and `gnomon scheduler` serve
+/metrics, /healthz and /readyz on GNOMON_METRICS_PORT (0: a free port, announced in the ready line), and
+`gnomon api` serves /metrics beside its routes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from adapters.http.client import GnomonClient
+from tests.integration.cluster import free_port
+from tests.integration.http_stack import delete_prefix, eventually
+from tests.integration.processes import GnomonProcess, gnomon, gnomon_env
+from tests.integration.stack import new_prefix
+
+TOKEN = "metrics-token"
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def metrics_url(process: GnomonProcess) -> str:
+    process.wait_for_log("ready:")
+    found = re.search(r"metrics on (http://\S+/metrics)", process.log)
+    assert found, process.log[-2000:]
+    return found.group(1)
+
+
+def scrape(url: str) -> Samples:
+    response = httpx.get(url, timeout=10)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(response.text) for s in family.samples}
+
+
+def metric(name: str, **labels: str) -> Callable[[Samples], float | None]:
+    return lambda samples: samples.get((name, frozenset(labels.items())))
+
+
+def settled(url: str, read: Callable[[Samples], Any], expected: Any, what: str) -> None:
+    """The metric reaches `expected` (outcomes are counted just after they are stored)."""
+    eventually(lambda: read(scrape(url)), lambda value: value == expected, what, timeout=20)
+
+
+def test_worker_scheduler_and_api_serve_their_metrics(pg_url: str, redis_url: str) -> None:
+    prefix, port = new_prefix(), free_port()
+    env = gnomon_env(pg_url, redis_url, prefix=prefix, api_tokens=TOKEN, port=port, metrics_port=0)
+    try:
+        with gnomon("api", env=env) as api, gnomon("scheduler", env=env) as scheduler, \
+                gnomon("worker", "--queues", "metered", env=env) as worker, \
+                GnomonClient(f"http://127.0.0.1:{port}", TOKEN) as client:
+            api.wait_for_log("ready:")
+            worker_metrics, scheduler_metrics = metrics_url(worker), metrics_url(scheduler)
+            ids = client.submit_batch([{"task": "noop", "queue": "metered"} for _ in range(12)]
+                                      + [{"task": "fail", "queue": "metered", "max_attempts": 1} for _ in range(3)])
+            eventually(lambda: [client.get_job(i)["state"] for i in ids],
+                       lambda states: states == ["succeeded"] * 12 + ["failed"] * 3, "the jobs never finished")
+            _check_worker(worker_metrics)
+            _check_scheduler(scheduler_metrics)
+            _check_api(f"http://127.0.0.1:{port}/metrics")
+            assert worker.terminate() == 0 and scheduler.terminate() == 0 and api.terminate() == 0
+    finally:
+        delete_prefix(redis_url, prefix)
+
+
+def _check_worker(url: str) -> None:
+    finished = "gnomon_jobs_finished_total"
+    settled(url, metric(finished, queue="metered", task="noop", outcome="succeeded"), 12, "12 successes counted")
+    settled(url, metric(finished, queue="metered", task="fail", outcome="failed"), 3, "3 failures counted")
+    samples = scrape(url)
+    assert metric("gnomon_jobs_claimed_total", queue="metered")(samples) == 15
+    assert metric("gnomon_job_run_duration_seconds_count", task="noop")(samples) == 12
+    assert metric("gnomon_job_lateness_seconds_count", queue="metered")(samples) == 15
+    base = url.removesuffix("/metrics")
+    ready = httpx.get(f"{base}/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json() == {"status": "ready",
+                                                         "checks": {"postgresql": True, "redis": True}}
+    assert httpx.get(f"{base}/healthz", timeout=10).json() == {"status": "ok"}
+    assert httpx.get(f"{base}/nothing", timeout=10).status_code == 404
+
+
+def _check_scheduler(url: str) -> None:
+    depth = metric("gnomon_queue_jobs", queue="metered", state="succeeded")
+    settled(url, depth, 12, "the queue gauge (refreshed every few seconds) shows the 12 successes")
+    samples = scrape(url)
+    assert (metric("gnomon_scheduler_tick_duration_seconds_count")(samples) or 0) > 0
+    assert metric("gnomon_queue_jobs", queue="metered", state="failed")(samples) == 3
+    assert metric("gnomon_queue_oldest_queued_age_seconds", queue="metered")(samples) == 0
+
+
+def _check_api(url: str) -> None:
+    samples = scrape(url)  # open: no token
+    assert metric("gnomon_jobs_submitted_total", queue="metered", task="noop")(samples) == 12
+    assert metric("gnomon_jobs_submitted_total", queue="metered", task="fail")(samples) == 3
+    requests = "gnomon_http_request_duration_seconds_count"
+    assert metric(requests, method="POST", route="/v1/jobs/batch", status="201")(samples) == 1
+    assert (metric(requests, method="GET", route="/v1/jobs/{job_id}", status="200")(samples) or 0) >= 15
+    assert any(name == "process_resident_memory_bytes" for name, _ in samples)
