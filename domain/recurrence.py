@@ -98,6 +98,22 @@ class Cron:
         while True:
             yield it.get_next(datetime)
 
+    def preceding(self, before: datetime, tz: ZoneInfo) -> Iterator[datetime]:
+        """Fire instants strictly before the UTC instant `before`, decreasing (for long backlogs)."""
+        last = before
+        local = before.astimezone(tz).replace(tzinfo=None, fold=0)
+        offset = before.astimezone(tz).utcoffset()
+        # A wall time a little after the local reading may map to an earlier instant (the repeated hour
+        # of a fall-back maps to its first pass), so start past any recent change of offset.
+        if any((before + d).astimezone(tz).utcoffset() != offset for d in (GAP_LOOKBACK, -GAP_LOOKBACK)):
+            local += GAP_LOOKBACK
+        it = _croniter(self.expression, local)
+        while True:
+            instant = to_utc(it.get_prev(datetime), tz)
+            if instant < last:
+                last = instant
+                yield instant
+
     def following(self, after: datetime, tz: ZoneInfo) -> Iterator[datetime]:
         """Fire instants strictly after the UTC instant `after`, increasing."""
         last = after
@@ -129,6 +145,13 @@ class Interval:
         while True:
             yield instant
             instant += step
+
+    def preceding(self, before: datetime, tz: ZoneInfo) -> Iterator[datetime]:
+        step = timedelta(seconds=self.seconds)
+        k = -((self.anchor - before) // step) - 1  # the largest k with anchor + k * step < before
+        while k >= 0:
+            yield self.anchor + k * step
+            k -= 1
 
 
 Rule = Cron | Interval

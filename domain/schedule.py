@@ -7,6 +7,7 @@ it decides the fate of every occurrence that came due (misfire, overlap, max_run
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -46,7 +47,7 @@ class Fate(StrEnum):
 
 
 NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/ -]{0,199}$")
-ENUMERATION_CAP: Final = 100_000  # occurrences walked in one plan; past it the backlog is summarised
+ENUMERATION_CAP: Final = 20_000  # occurrences walked in one plan; past it the backlog is summarised
 BACKFILL_CAP: Final = 10_000
 BUFFER_RECHECK: Final = timedelta(seconds=1)
 NewId = Callable[[datetime], str]
@@ -310,7 +311,7 @@ class Schedule:
             if on_time:
                 return list(on_time), [self._range(backlog, backlog.late_count, late[-1], Fate.COALESCED, now)]
             entries = []
-            if backlog.late_count > 1:
+            if backlog.late_count is None or backlog.late_count > 1:
                 count = None if backlog.late_count is None else backlog.late_count - 1
                 entries.append(self._range(backlog, count, late[-2] if len(late) > 1 else late[-1],
                                            Fate.COALESCED, now))
@@ -336,6 +337,15 @@ class Schedule:
         spec = evolve(self.spec.job, run_at=run_at)
         return Job.create(new_id(now), spec, now=now, schedule_id=self.id, scheduled_for=occurrence)
 
+    def _preceding(self, before: datetime) -> Iterable[datetime]:
+        """Occurrences strictly before `before`, decreasing, never before start_at nor after end_at."""
+        start, end = self.spec.start_at, self.spec.end_at
+        for occurrence in self.rule.preceding(before, self.tz):
+            if start is not None and occurrence < start:
+                return
+            if end is None or occurrence <= end:
+                yield occurrence
+
     def _following(self, after: datetime) -> Iterable[datetime]:
         """Occurrences strictly after `after`, never before start_at nor after end_at."""
         start, end = self.spec.start_at, self.spec.end_at
@@ -353,7 +363,12 @@ class Schedule:
 
 
 class _Backlog:
-    """Walks the occurrences from next_fire_at to now once, keeping what the policies need."""
+    """Walks the occurrences from next_fire_at to now once, keeping what the policies need.
+
+    A backlog longer than ENUMERATION_CAP is not walked to the end: the walk jumps to the misfire horizon
+    and takes the latest occurrences before it walking backwards, so `late_kept` still holds the latest
+    late ones; the count of the range in between is then unknown (None) but the range is still recorded.
+    """
 
     def __init__(self, schedule: Schedule, now: datetime, *, keep: int) -> None:
         self.late_kept: deque[datetime] = deque(maxlen=keep + 1)
@@ -361,31 +376,37 @@ class _Backlog:
         self.late_count: int | None = 0
         self.first_late = now
         self.next_fire: datetime | None = None
-        start = schedule.next_fire_at
-        if start is None:
+        self._schedule, self._now, self._keep = schedule, now, keep
+        if schedule.next_fire_at is None:
             return
         horizon = now - timedelta(seconds=schedule.spec.misfire_grace_seconds)
-        walked = 0
-        after = start - timedelta(microseconds=1)
-        for occurrence in schedule._following(after):
-            if occurrence > now:
-                self.next_fire = occurrence
+        for walked, occurrence in enumerate(schedule._following(schedule.next_fire_at - _TICK), start=1):
+            if occurrence >= horizon:
+                self._on_time_from(occurrence)
                 return
-            walked += 1
-            if occurrence < horizon:
-                if not self.late_kept:
-                    self.first_late = occurrence
-                self.late_kept.append(occurrence)
-                if self.late_count is not None:
-                    self.late_count += 1
-            else:
-                self.on_time.append(occurrence)
-            if walked >= ENUMERATION_CAP and occurrence < horizon:
-                # A backlog too long to walk: count it as "more than the cap" and jump to the horizon.
-                self.late_count = None
-                for rest in schedule._following(horizon - timedelta(microseconds=1)):
-                    if rest > now:
-                        self.next_fire = rest
-                        return
-                    self.on_time.append(rest)
+            if walked == 1:
+                self.first_late = occurrence
+            self.late_kept.append(occurrence)
+            self.late_count = walked
+            if walked >= ENUMERATION_CAP:
+                self._jump(horizon, occurrence)
                 return
+
+    def _jump(self, horizon: datetime, last_walked: datetime) -> None:
+        tail = [t for t in itertools.islice(self._schedule._preceding(horizon), self._keep + 1) if t > last_walked]
+        self.late_kept.extend(reversed(tail))
+        self.late_count = None
+        first = next(iter(self._schedule._following(horizon - _TICK)), None)
+        if first is not None:
+            self._on_time_from(first)
+
+    def _on_time_from(self, first: datetime) -> None:
+        """Collect the occurrences from `first` (past the horizon) up to now; at most ENUMERATION_CAP."""
+        for occurrence in itertools.chain([first], self._schedule._following(first)):
+            if occurrence > self._now or len(self.on_time) >= ENUMERATION_CAP:
+                self.next_fire = occurrence  # past the cap: the next plan, due at once, goes on from here
+                return
+            self.on_time.append(occurrence)
+
+
+_TICK: Final = timedelta(microseconds=1)
