@@ -68,7 +68,7 @@ class UnknownTask(InvalidInput):
         super().__init__({field: f"unknown task {task!r}: not in the task registry"})
 
 
-class PermanentFailure(Exception):  # noqa: N818 - raised by task handlers, read as a verb
+class PermanentFailure(Exception):
     """Raised by a handler to fail its job now, without further attempts."""
 
 
