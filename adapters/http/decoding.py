@@ -26,6 +26,7 @@ _FIELD: Final = re.compile(r"(?:unknown|missing required) field `(?P<name>[^`]+)
 
 async def check_body(request: Request[Any, Any, Any]) -> None:
     """Refuse the body of a handler that takes one unless it is JSON of exactly the declared shape."""
+    _check_url(request)
     declared = request.route_handler.parsed_fn_signature.parameters.get("data")
     if declared is None:
         return None
@@ -44,6 +45,14 @@ async def check_body(request: Request[Any, Any, Any]) -> None:
         raise ClientException(detail=f"the body is not valid JSON: {exc}") from exc
     _scan(value)
     return None
+
+
+def _check_url(request: Request[Any, Any, Any]) -> None:
+    """NUL in a path or query parameter (a schedule name, a queue filter) names nothing PostgreSQL can store,
+    and the driver would fail on it: refuse it here."""
+    for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidInput({name: "text may not contain the NUL character (\\u0000)"})
 
 
 def _check_content_type(request: Request[Any, Any, Any]) -> None:
