@@ -8,10 +8,14 @@ Everything here is bounded in time; nothing waits for a condition without a dead
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import httpx
@@ -147,3 +151,62 @@ SELECT schedule_id, scheduled_for, count(*) AS n FROM occurrences WHERE fate = '
 GROUP BY 1, 2 HAVING count(*) > 1"""
 RUNS: Final = "SELECT r.job_id::text AS job_id, r.attempt, r.worker_id, r.outcome, j.task, j.state FROM runs r " \
               "JOIN jobs j ON j.id = r.job_id ORDER BY r.job_id, r.id"
+
+
+def fuzz_api(base_url: str, token: str, har: Path, examples: int, seed: int, timeout: float) -> str:
+    """Schemathesis against the API's own OpenAPI document, every phase, a bounded number of examples per
+    operation; every request and answer lands in the HAR file. Returns its console output."""
+    binary = Path(sys.executable).parent / "schemathesis"
+    done = subprocess.run(
+        [str(binary), "run", f"{base_url}/schema/openapi.json", "--header", f"Authorization: Bearer {token}",
+         "--checks", "not_a_server_error", "--max-examples", str(examples), "--seed", str(seed),
+         "--request-timeout", "30", "--generation-database", "none", "--continue-on-failure", "--no-color",
+         "--report", "har", "--report-har-path", str(har)],
+        capture_output=True, text=True, timeout=timeout, check=False, cwd=har.parent)
+    return done.stdout + done.stderr
+
+
+def har_entries(har: Path) -> list[dict[str, Any]]:
+    """(method, url, status, response text) of every exchange in a HAR file."""
+    entries = json.loads(har.read_text())["log"]["entries"]
+    return [{"method": e["request"]["method"], "url": e["request"]["url"], "status": e["response"]["status"],
+             "text": e["response"].get("content", {}).get("text") or ""} for e in entries]
+
+
+def accepted_ids(entries: list[dict[str, Any]]) -> set[str]:
+    """Ids of what accepted (2xx) writes created or named: `id` and `ids` of their JSON answers."""
+    found: set[str] = set()
+    for entry in entries:
+        if entry["method"] == "GET" or not 200 <= entry["status"] < 300 or not entry["text"].startswith("{"):
+            continue
+        body = json.loads(entry["text"])
+        found |= {body["id"]} if isinstance(body.get("id"), str) else set()
+        found |= {i for i in body.get("ids", []) if isinstance(i, str)}
+    return found
+
+
+async def send_all(api: httpx.AsyncClient, requests: list[tuple[str, tuple[str, str, dict[str, Any]]]]
+                   ) -> tuple[dict[str, int | str], set[str]]:
+    """Send each request: its marker -> status (or the transport error, which must not happen either), and the
+    ids that the accepted ones answered with."""
+    answers: dict[str, int | str] = {}
+    exchanges = []
+    for mark, (method, path, kwargs) in requests:
+        try:
+            response = await api.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            answers[mark] = f"{method} {path[:80]}: {exc!r}"
+            continue
+        answers[mark] = response.status_code
+        exchanges.append({"method": method, "status": response.status_code, "text": response.text})
+    return answers, accepted_ids(exchanges)
+
+
+STORED_MARKS: Final = """
+SELECT queue AS mark FROM jobs WHERE queue LIKE 'nasty-%%'
+UNION ALL SELECT name FROM schedules WHERE name LIKE 'nasty-%%'"""
+UNACCOUNTED_JOBS: Final = """
+SELECT id::text AS id, task, queue, schedule_id::text AS schedule_id, scheduled_for FROM jobs
+WHERE NOT (id::text = ANY(%(ids)s)) AND (scheduled_for IS NULL
+      OR (schedule_id IS NOT NULL AND NOT (schedule_id::text = ANY(%(ids)s))))"""
+UNACCOUNTED_SCHEDULES: Final = "SELECT id::text AS id, name FROM schedules WHERE NOT (id::text = ANY(%(ids)s))"

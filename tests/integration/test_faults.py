@@ -12,25 +12,34 @@ import asyncio
 import random
 import secrets
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest_asyncio
 import redis.asyncio as aioredis
 
+from tests.integration import nasty
 from tests.integration.cluster import Cluster, free_port
 from tests.integration.faults import (
     ORPHAN_LEDGER,
     RUNS,
+    STORED_MARKS,
     TERMINAL,
     TWICE_IN_JOBS,
     TWICE_IN_LEDGER,
+    UNACCOUNTED_JOBS,
+    UNACCOUNTED_SCHEDULES,
     UNRECORDED_FIRINGS,
     Fleet,
     Load,
+    accepted_ids,
     fetch,
+    fuzz_api,
+    har_entries,
+    send_all,
     until_terminal,
 )
 from tests.integration.http_stack import TOKEN, redis_base_url
@@ -186,3 +195,64 @@ async def _audit(url: str, load: Load, chaos: Chaos, fleet: Fleet, final: dict[s
           f"timeline: {', '.join(chaos.timeline)}")
     assert figures["problems"] == [], figures["problems"][:20]
     assert figures["lost_by_survivors"] == [], figures["lost_by_survivors"][:20]
+
+
+FUZZ_EXAMPLES = 10  # per operation and phase: bounded, the whole fuzz run takes well under a minute
+SPEC_FIELDS = ("name", "cron", "interval_seconds", "timezone", "job", "misfire_policy", "misfire_grace_seconds",
+               "max_catchup", "overlap_policy", "jitter_seconds", "start_at", "end_at", "max_runs", "paused")
+
+
+async def test_malformed_requests_flood_the_api_while_jobs_run(pg_url: str, redis_url: str, tmp_path: Path) -> None:
+    deadline = time.monotonic() + SUITE_SECONDS
+    port = free_port()
+    prefix = f"flood-{secrets.token_hex(3)}"
+    env = gnomon_env(pg_url, redis_url, prefix=prefix, api_tokens=TOKEN, port=port, **FAST)
+    fleet = Fleet(env, {"api": ["api"], "scheduler.1": ["scheduler"], "worker.1": ["worker"]})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await asyncio.to_thread(fleet.start)
+        async with httpx.AsyncClient(base_url=base, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+            ours = await _background_work(api)
+            target = await _created(api, "/v1/schedules", {"name": f"target-{prefix}", "interval_seconds": 1,
+                                                            "job": {"task": "noop"}})
+            before = (await api.get(f"/v1/schedules/{target}")).json()
+            har = tmp_path / "fuzz.har"
+            fuzzing = asyncio.create_task(asyncio.to_thread(
+                fuzz_api, base, TOKEN, har, FUZZ_EXAMPLES, SEED, max(deadline - time.monotonic(), 10)))
+            answers, taken = await send_all(api, nasty.requests(target, 0))
+            console = await fuzzing
+            after = (await api.get(f"/v1/schedules/{target}")).json()
+            await _pause(api, target, deadline)
+        assert not fleet.crashed(), fleet.crashed()
+        entries = har_entries(har)
+        print(f"\nAPI flood: {len(entries)} schemathesis requests, {len(answers)} hand-written; statuses "
+              f"{sorted(Counter(e['status'] for e in entries).items())} / "
+              f"{Counter(str(a) for a in answers.values()).most_common()}")
+        print(f"hand-written requests accepted as valid: {sorted(m for m, a in answers.items() if a in (200, 201))}")
+        assert entries, console[-3000:]
+        assert [e for e in entries if e["status"] >= 500] == [], console[-3000:]
+        assert {m: a for m, a in answers.items() if not isinstance(a, int) or a >= 500} == {}
+        rejected = {m for m, a in answers.items() if isinstance(a, int) and 400 <= a < 500}
+        stored = {row["mark"] for row in await fetch(pg_url, STORED_MARKS)}
+        assert {m for m in rejected if any(s.startswith(m) for s in stored)} == set()
+        assert {k: (before[k], after[k]) for k in SPEC_FIELDS if before[k] != after[k]} == {}
+        known = [*ours, target, *accepted_ids(entries), *taken]
+        assert await fetch(pg_url, UNACCOUNTED_SCHEDULES, {"ids": known}) == []
+        assert await fetch(pg_url, UNACCOUNTED_JOBS, {"ids": known}) == []
+    finally:
+        fleet.close()
+
+
+async def _created(api: httpx.AsyncClient, path: str, body: dict[str, Any]) -> str:
+    response = await api.post(path, json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _background_work(api: httpx.AsyncClient) -> list[str]:
+    """What runs during the flood: a 1 s schedule and 2,000 jobs (some delayed, failing or slow); their ids."""
+    load = Load(api, 2000, 1000, SEED)
+    await load.run(spacing=0, deadline=time.monotonic() + 60)
+    schedule = await _created(api, "/v1/schedules", {"name": f"background-{secrets.token_hex(3)}",
+                                                     "interval_seconds": 1, "job": {"task": "noop"}})
+    return [*load.ids, schedule]
