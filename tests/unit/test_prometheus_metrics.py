@@ -4,11 +4,14 @@ probe responder's answers (without a socket: the integration tests run it on one
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters.http.metrics import request_timer
 from adapters.metrics.prometheus import PrometheusMetrics, exposition, process_registry
 from adapters.metrics.server import ProbeServer
 from application.ports import QueueStats
@@ -112,3 +115,15 @@ async def test_a_readiness_check_that_raises_means_not_ready() -> None:
 
     status, _, body = await ProbeServer(process_registry(), broken).answer("GET", "/readyz")
     assert status == 503 and json.loads(body)["checks"] == {"readiness": False}
+
+
+def test_the_sample_grafana_dashboard_asks_only_for_metrics_that_exist() -> None:
+    registry = process_registry()
+    PrometheusMetrics(registry)
+    request_timer(registry)
+    families = {family.name for family in registry.collect()}
+    dashboard = json.loads((Path(__file__).parents[2] / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    asked = {re.sub(r"_(total|bucket|count|sum)$", "", name) for expr in exprs
+             for name in re.findall(r"\b((?:gnomon|process)_[a-z_]+)", expr)}
+    assert asked and asked <= families, asked - families
