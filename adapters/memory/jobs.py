@@ -51,6 +51,14 @@ class InMemoryJobRepository:
                 self._put(item.job)
         return out
 
+    def holder_of(self, job: Job) -> str:
+        """The id of the stored job that holds `job`'s occurrence."""
+        return self._by_occurrence[(job.schedule_id or "", job.scheduled_for or job.created_at)]
+
+    def occurrences(self) -> set[tuple[str, datetime]]:
+        """(schedule id, scheduled_for) of every stored job fired by a schedule."""
+        return set(self._by_occurrence)
+
     def _put(self, job: Job) -> None:
         self.rows[job.id] = job
         if job.idempotency_key:

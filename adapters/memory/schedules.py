@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from datetime import datetime
+
+from attrs import evolve
 
 from adapters.memory.jobs import InMemoryJobRepository
 from adapters.memory.paging import keyset_page
 from application.ports import Page, Planner
-from domain.errors import DuplicateSchedule, ScheduleNotFound, StaleWrite
+from domain.errors import DomainError, DuplicateSchedule, ScheduleNotFound, StaleWrite
 from domain.job import Job
 from domain.schedule import Fate, Firing, Occurrence, Schedule
+
+log = logging.getLogger("gnomon.memory")
 
 
 class InMemoryScheduleRepository:
@@ -61,12 +66,18 @@ class InMemoryScheduleRepository:
             job = self.jobs.rows.get(job_id)
             if job is not None and not job.terminal:
                 cancels.append(job.cancel(now=now))
-        stored = self.jobs.add_now(firing.jobs, skip_fired=True)
+        stored = [s.job for s in self.jobs.add_now(firing.jobs, skip_fired=True)]
+        # A job skipped because its occurrence has one already: the ledger keeps no entry for it, and the
+        # schedule's last job is the one that holds the occurrence (as the PostgreSQL adapter does).
+        replaced = {j.id: self.jobs.holder_of(j) for j in firing.jobs if j not in stored}
         for cancelled, run in cancels:
             self.jobs.save_now(cancelled, run)
-        self.rows[firing.schedule.id] = firing.schedule
-        self.ledger[firing.schedule.id].extend(firing.occurrences)
-        return [s.job for s in stored]
+        schedule = firing.schedule
+        if schedule.last_job_id in replaced:
+            schedule = evolve(schedule, last_job_id=replaced[schedule.last_job_id])
+        self.rows[schedule.id] = schedule
+        self.ledger[schedule.id].extend(e for e in firing.occurrences if e.job_id not in replaced)
+        return stored
 
     async def fire_due(self, now: datetime, limit: int, plan: Planner) -> list[Job]:
         due = sorted((s for s in self.rows.values() if s.due_at is not None and s.due_at <= now),
@@ -74,7 +85,12 @@ class InMemoryScheduleRepository:
         fired: list[Job] = []
         for schedule in due:
             previous = self.jobs.rows.get(schedule.last_job_id) if schedule.last_job_id else None
-            fired += self._record(plan(schedule, previous), now)
+            try:
+                firing = plan(schedule, previous)
+            except DomainError as exc:  # one broken schedule must not stop the others
+                log.error("schedule %s could not be planned: %s", schedule.id, exc)
+                continue
+            fired += self._record(firing, now)
         return fired
 
     async def next_due_at(self) -> datetime | None:
@@ -86,5 +102,6 @@ class InMemoryScheduleRepository:
         return Page(items=[e[1] for e in page.items], next_cursor=page.next_cursor)
 
     async def fired_for(self, schedule_id: str, start: datetime, end: datetime) -> set[datetime]:
-        return {e.scheduled_for for e in self.ledger.get(schedule_id, [])
-                if e.fate is Fate.FIRED and start <= e.scheduled_for <= end}
+        in_ledger = {e.scheduled_for for e in self.ledger.get(schedule_id, []) if e.fate is Fate.FIRED}
+        in_jobs = {at for (sid, at) in self.jobs.occurrences() if sid == schedule_id}
+        return {at for at in in_ledger | in_jobs if start <= at <= end}
