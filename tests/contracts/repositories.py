@@ -330,6 +330,10 @@ class ScheduleRepositoryContract:
         from attrs import evolve
         forced = evolve(replay, schedule=evolve(replay.schedule, version=current.version + 1))
         assert await schedules.record(forced) == []
+        after = await schedules.get(schedule.id)
+        assert after.last_job_id == current.last_job_id  # the job that holds the occurrence
+        ledger = (await schedules.occurrences(schedule.id, limit=10, cursor=None)).items
+        assert [e.job_id for e in ledger] == [current.last_job_id]
 
     async def test_ledger_is_newest_first_and_paged(self, schedules) -> None:
         schedule = make_schedule(misfire_policy="skip", misfire_grace_seconds=0)
