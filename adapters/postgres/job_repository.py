@@ -16,7 +16,16 @@ from psycopg.types.json import Json
 
 from adapters.postgres import sql
 from adapters.postgres.pool import Pool, connection, transaction
-from adapters.postgres.rows import _job_from_row, _run_from_row, as_uuid, cursor_uuid, job_record, run_record
+from adapters.postgres.rows import (
+    _job_from_row,
+    _run_from_row,
+    as_uuid,
+    cursor_uuid,
+    job_copy_row,
+    job_record,
+    outcome_record,
+    run_record,
+)
 from application.ports import Finished, JobFilter, Page, QueueStats, Submitted, Throughput
 from domain.errors import Conflict, InvalidInput, JobNotFound, StaleWrite
 from domain.job import Job, Run, State
@@ -33,14 +42,15 @@ class PgJobRepository:
             return []
         async with transaction(self._pool) as conn:
             try:
-                cur = await conn.execute(sql.INSERT_JOBS, {"jobs": Json([job_record(j) for j in jobs])})
+                created = await _insert(conn, jobs)
             except errors.UniqueViolation as exc:
                 raise _conflict(exc) from exc
             except errors.ForeignKeyViolation as exc:
                 raise InvalidInput({"schedule_id": "no such schedule"}) from exc
             except (psycopg.DataError, errors.CheckViolation) as exc:
                 raise InvalidInput({"jobs": f"cannot be stored: {exc.diag.message_primary or exc}"}) from exc
-            created = {str(row["id"]) for row in await cur.fetchall()}
+            if created is None:
+                return [Submitted(job=job, created=True) for job in jobs]
             keys = [j.idempotency_key for j in jobs if j.id not in created and j.idempotency_key]
             existing = await _by_keys(conn, keys)
         return [Submitted(job=job, created=True) if job.id in created else _existing(job, existing)
@@ -63,7 +73,7 @@ class PgJobRepository:
         }
         if where.schedule_id is not None and params["schedule_id"] is None:
             return Page(items=[], next_cursor=None)  # not an id: matches nothing
-        present = [compose.SQL(sql.JOB_FILTERS[name]) for name, value in params.items()
+        present = [compose.SQL(sql.JOB_FILTERS[_filter_name(name, value)]) for name, value in params.items()
                    if name in sql.JOB_FILTERS and value is not None]
         condition = compose.SQL(" AND ").join(present) if present else compose.SQL(sql.NO_FILTER)
         query = compose.SQL(sql.LIST_JOBS).format(where=condition)
@@ -110,8 +120,12 @@ class PgJobRepository:
     async def finish(self, outcomes: Sequence[Finished], *, now: datetime) -> list[str]:
         if not outcomes:
             return []
+        jobs = Json([outcome_record(item.job) for item in outcomes])
+        runs = Json([run_record(item.run) for item in outcomes if item.run is not None])
         async with transaction(self._pool) as conn:
-            written = await write_jobs(conn, sql.FINISH_JOBS, outcomes, {"now": now})
+            params = {"ids": [item.job.id for item in outcomes], "jobs": jobs, "runs": runs, "now": now}
+            rows = await (await conn.execute(sql.FINISH_JOBS, params)).fetchall()
+        written = {str(row["id"]) for row in rows}
         return [item.job.id for item in outcomes if item.job.id not in written]
 
     async def expired(self, now: datetime, limit: int) -> list[Job]:
@@ -169,6 +183,21 @@ class PgJobRepository:
         async with connection(self._pool) as conn:
             cur = await conn.execute(sql.PRUNE, {"before": finished_before, "limit": limit})
         return cur.rowcount
+
+
+async def _insert(conn: Connection, jobs: Sequence[Job]) -> set[str] | None:
+    """Store new jobs: the ids created, or None when all were (a batch without idempotency keys is copied in)."""
+    if any(job.idempotency_key for job in jobs):
+        cur = await conn.execute(sql.INSERT_JOBS, {"jobs": Json([job_record(j) for j in jobs])})
+        return {str(row["id"]) for row in await cur.fetchall()}
+    async with conn.cursor().copy(sql.COPY_JOBS) as copy:
+        for job in jobs:
+            await copy.write_row(job_copy_row(job))
+    return None
+
+
+def _filter_name(name: str, value: object) -> str:
+    return "succeeded" if name == "state" and value == str(State.SUCCEEDED) else name
 
 
 def _uuids(job_ids: Sequence[str]) -> list[uuid.UUID]:

@@ -3,6 +3,8 @@ JSON rows that `json_populate_recordset` reads. Rows never leave the adapter."""
 
 from __future__ import annotations
 
+import functools
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +47,21 @@ def _str(value: object) -> str | None:
 
 # -- jobs -----------------------------------------------------------------------------------------------------
 
+_BACKOFFS: dict[tuple[tuple[str, Any], ...], Backoff] = {}
+
+
+def _backoff(value: dict[str, Any]) -> Backoff:
+    """Jobs share a handful of backoff settings: each is validated and built once (Backoff is frozen, so one
+    value can serve every job), which is a fifth of the cost of reading a batch of jobs."""
+    key = tuple(value.items())  # jsonb hands the keys back in one canonical order
+    found = _BACKOFFS.get(key)
+    if found is None:
+        found = Backoff(**value)
+        if len(_BACKOFFS) < 1024:
+            _BACKOFFS[key] = found
+    return found
+
+
 def _job_from_row(row: Row) -> Job:
     lease = None
     if row["lease_token"] is not None:
@@ -53,7 +70,7 @@ def _job_from_row(row: Row) -> Job:
     return Job(
         id=str(row["id"]), task=row["task"], payload=row["payload"], queue=row["queue"],
         priority=row["priority"], run_at=row["run_at"].astimezone(UTC), state=State(row["state"]),
-        attempt=row["attempt"], max_attempts=row["max_attempts"], backoff=Backoff(**row["backoff"]),
+        attempt=row["attempt"], max_attempts=row["max_attempts"], backoff=_backoff(row["backoff"]),
         timeout_seconds=row["timeout_seconds"], idempotency_key=row["idempotency_key"],
         schedule_id=_str(row["schedule_id"]), scheduled_for=_utc(row["scheduled_for"]),
         concurrency_key=row["concurrency_key"], concurrency_limit=row["concurrency_limit"],
@@ -77,6 +94,36 @@ def job_record(job: Job) -> Row:
         "finished_at": _iso(job.finished_at), "dispatched_at": _iso(job.dispatched_at),
         "lease_worker": lease.worker_id if lease else None, "lease_token": lease.token if lease else None,
         "lease_expires_at": _iso(lease.expires_at) if lease else None, "version": job.version,
+    }
+
+
+def job_copy_row(job: Job) -> tuple[Any, ...]:
+    """The job as a COPY row, in the order of sql.JOB_COLUMNS (jsonb columns as JSON text)."""
+    lease = job.lease
+    return (
+        job.id, job.task, json.dumps(job.payload), job.queue, job.priority, job.run_at, str(job.state), job.attempt,
+        job.max_attempts, _backoff_json(job.backoff), job.timeout_seconds, job.idempotency_key, job.schedule_id,
+        job.scheduled_for, job.concurrency_key, job.concurrency_limit,
+        None if job.result is None else json.dumps(job.result), job.last_error, job.created_at, job.updated_at,
+        job.started_at, job.finished_at, job.dispatched_at, lease.worker_id if lease else None,
+        lease.token if lease else None, lease.expires_at if lease else None, job.version,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _backoff_json(backoff: Backoff) -> str:
+    return json.dumps(backoff.as_dict())
+
+
+def outcome_record(job: Job) -> Row:
+    """What an outcome changes (sql._OUTCOME_COLUMNS), for json_to_recordset."""
+    lease = job.lease
+    return {
+        "id": job.id, "version": job.version, "state": str(job.state), "attempt": job.attempt,
+        "run_at": job.run_at.isoformat(), "result": job.result, "last_error": job.last_error,
+        "updated_at": job.updated_at.isoformat(), "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at), "lease_worker": lease.worker_id if lease else None,
+        "lease_token": lease.token if lease else None, "lease_expires_at": _iso(lease.expires_at) if lease else None,
     }
 
 

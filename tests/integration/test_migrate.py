@@ -41,7 +41,8 @@ async def test_a_fresh_database_gets_every_migration(empty_pg_url: str) -> None:
     assert applied == [m.version for m in discover()]
     assert applied[0] == "001"
     assert {"jobs", "runs", "schedules", "occurrences", "gnomon_schema_history"} <= await tables(empty_pg_url)
-    assert await history(empty_pg_url) == [("001", "V001__init.sql", True)]
+    assert await history(empty_pg_url) == [(m.version, m.script, True) for m in discover()]
+    assert (await history(empty_pg_url))[0] == ("001", "V001__init.sql", True)
 
 
 async def test_running_again_is_a_no_op(empty_pg_url: str) -> None:
@@ -61,9 +62,9 @@ async def test_concurrent_runs_apply_each_migration_once(empty_pg_url: str) -> N
 
 async def test_a_new_file_is_applied_on_the_next_run(empty_pg_url: str, folder: Path) -> None:
     await migrate(empty_pg_url, directory=folder)
-    (folder / "V002__add_notes.sql").write_text("CREATE TABLE notes (id int PRIMARY KEY);")
+    (folder / "V900__add_notes.sql").write_text("CREATE TABLE notes (id int PRIMARY KEY);")
 
-    assert await migrate(empty_pg_url, directory=folder) == ["002"]
+    assert await migrate(empty_pg_url, directory=folder) == ["900"]
     assert "notes" in await tables(empty_pg_url)
 
 
@@ -77,26 +78,26 @@ async def test_an_edited_applied_file_is_refused_by_name(empty_pg_url: str, fold
 
 
 async def test_a_missing_applied_file_is_refused_by_name(empty_pg_url: str, folder: Path) -> None:
-    (folder / "V002__add_notes.sql").write_text("CREATE TABLE notes (id int PRIMARY KEY);")
+    (folder / "V900__add_notes.sql").write_text("CREATE TABLE notes (id int PRIMARY KEY);")
     await migrate(empty_pg_url, directory=folder)
-    (folder / "V002__add_notes.sql").unlink()
+    (folder / "V900__add_notes.sql").unlink()
 
-    with pytest.raises(MigrationError, match=r"V002__add_notes\.sql .*missing"):
+    with pytest.raises(MigrationError, match=r"V900__add_notes\.sql .*missing"):
         await migrate(empty_pg_url, directory=folder)
 
 
 async def test_a_failing_migration_rolls_back_entirely(empty_pg_url: str, folder: Path) -> None:
     await migrate(empty_pg_url, directory=folder)
-    (folder / "V002__half_done.sql").write_text(
+    (folder / "V900__half_done.sql").write_text(
         "CREATE TABLE half_done (id int);\nINSERT INTO half_done VALUES (1);\nSELECT * FROM no_such_table;\n")
 
-    with pytest.raises(MigrationError, match=r"V002__half_done\.sql failed"):
+    with pytest.raises(MigrationError, match=r"V900__half_done\.sql failed"):
         await migrate(empty_pg_url, directory=folder)
 
     assert "half_done" not in await tables(empty_pg_url)
-    assert [row[0] for row in await history(empty_pg_url)] == ["001"]
-    (folder / "V002__half_done.sql").write_text("CREATE TABLE half_done (id int);")
-    assert await migrate(empty_pg_url, directory=folder) == ["002"]
+    assert [row[0] for row in await history(empty_pg_url)] == [m.version for m in discover()]
+    (folder / "V900__half_done.sql").write_text("CREATE TABLE half_done (id int);")
+    assert await migrate(empty_pg_url, directory=folder) == ["900"]
 
 
 async def test_an_out_of_order_file_is_refused(empty_pg_url: str, folder: Path) -> None:

@@ -4,15 +4,20 @@ boundary, ids and cursors that name nothing, and the exactly-once backstop of sc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import pytest
 from attrs import evolve
+from psycopg.types.json import Json
 
+from adapters.postgres import sql
 from adapters.postgres.job_repository import PgJobRepository
 from adapters.postgres.pool import Pool, create_pool, open_pool
+from adapters.postgres.rows import outcome_record, run_record
 from adapters.postgres.schedule_repository import PgScheduleRepository
 from application.identity import new_id
 from application.ports import Finished, JobFilter
@@ -93,6 +98,34 @@ async def test_concurrent_claims_start_each_job_once(open_pools: Open, jobs: PgJ
     claimed = [job for result in results for job in result]
     assert sorted(j.id for j in claimed) == sorted(ids)
     assert all(j.attempt == 1 and j.lease is not None for j in claimed)
+
+
+async def test_claims_and_outcomes_touch_only_their_own_rows_whatever_the_statistics(
+        jobs: PgJobRepository, pg_url: str) -> None:
+    """With thousands queued or running and no statistics (a fresh table), a claim or finish of a few jobs
+    must look them up by primary key, not walk every queued or running job through a partial index."""
+    made = [make_job() for _ in range(3000)]
+    await jobs.add(made)
+    claimed = await jobs.claim([j.id for j in made[:2000]], worker_id="w", now=at(1), lease_seconds=LEASE)
+    done = [Finished(job=new, run=run) for new, run in
+            (j.succeed(token=j.version, now=at(2)) for j in claimed[:2])]
+    claim = {"ids": [uuid.UUID(j.id) for j in made[2000:2002]], "worker": "w", "now": at(2), "expires_at": at(99)}
+    finish = {"ids": [f.job.id for f in done], "jobs": Json([outcome_record(f.job) for f in done]),
+              "runs": Json([run_record(f.run) for f in done if f.run]), "now": at(2)}
+    async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+        for query, params in ((sql.CLAIM, claim), (sql.FINISH_JOBS, finish)):
+            plan = await (await conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + query, params)).fetchone()
+            scans = list(_scans(plan[0][0]["Plan"]))
+            assert all(rows <= 10 for _, rows in scans), scans  # 2 ids, maybe a few row versions each
+            await conn.rollback()
+
+
+def _scans(node: dict[str, Any]) -> Iterator[tuple[str, int]]:
+    """(index or relation, rows it produced per loop) of every scan in an EXPLAIN (FORMAT JSON) plan."""
+    if "Scan" in node["Node Type"] and "Function" not in node["Node Type"] and "CTE" not in node["Node Type"]:
+        yield node.get("Index Name", node.get("Relation Name", "?")), node["Actual Rows"]
+    for child in node.get("Plans", []):
+        yield from _scans(child)
 
 
 async def test_concurrent_scheduler_replicas_fire_each_occurrence_once(
