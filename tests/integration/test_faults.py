@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from tests.integration import nasty
 from tests.integration.cluster import Cluster, free_port
 from tests.integration.faults import (
+    FINISHED_WITHOUT_RUNS,
     ORPHAN_LEDGER,
     RUNS,
     STORED_MARKS,
@@ -121,8 +122,11 @@ def audit_runs(runs: list[dict[str, Any]], fleet: Fleet) -> dict[str, Any]:
         if [r["attempt"] for r in history] != list(range(1, len(history) + 1)):
             problems.append(f"{job_id}: attempts {[r['attempt'] for r in history]}")
         allowed = {"failed", "lost"} if history[0]["task"] == "fail" else {"lost"}
-        if any(r["outcome"] not in allowed for r in history[:-1]):
-            problems.append(f"{job_id} ({history[0]['task']}): outcomes {[r['outcome'] for r in history]}")
+        last, state = history[-1]["outcome"], history[0]["state"]
+        if any(r["outcome"] not in allowed for r in history[:-1]) or len(history) != history[0]["job_attempt"] \
+                or (state == "succeeded") != (last == "succeeded"):
+            problems.append(f"{job_id} ({history[0]['task']}, {state}, attempt {history[0]['job_attempt']}): "
+                            f"runs {[(r['attempt'], r['outcome'], r['worker_id']) for r in history]}")
     lost = [r for r in runs if r["outcome"] == "lost"]
     by_survivors = [r for r in lost if not fleet.killed(r["worker_id"])]
     duplicates = {r["job_id"] for r in lost if len(by_job[r["job_id"]]) > 1}
@@ -185,6 +189,7 @@ async def _audit(url: str, load: Load, chaos: Chaos, fleet: Fleet, final: dict[s
     assert await fetch(url, TWICE_IN_LEDGER) == []
     assert await fetch(url, ORPHAN_LEDGER) == []
     assert await fetch(url, UNRECORDED_FIRINGS) == []
+    assert await fetch(url, FINISHED_WITHOUT_RUNS) == []
     fired = len(stored) - JOBS
     figures = audit_runs(await fetch(url, RUNS), fleet)
     print(f"\nfault suite: kills={sum(fleet.kills.values())} ({dict(fleet.kills)}), restarts="
