@@ -221,10 +221,9 @@ def test_queues_overview(api: Api) -> None:
 @pytest.mark.parametrize("command", [("api",), ("scheduler",), ("worker",), ("api", "--workers", "2")])
 def test_each_service_logs_json_and_exits_0_on_sigterm(stack_db: str, command: tuple[str, ...]) -> None:
     prefix = unique("sigterm")
-    env = gnomon_env(stack_db, redis_base_url(), prefix=prefix, api_tokens=TOKEN, port=free_port(),
-                     log_format="json")
-    try:
-        with gnomon(*command, env=env) as process:
+    env = gnomon_env(stack_db, redis_base_url(), prefix=prefix, api_tokens=TOKEN, port=free_port())
+    try:  # a flag, not the environment: `api --workers 2` must hand it to its uvicorn processes
+        with gnomon(*command, "--log-format", "json", env=env) as process:
             process.wait_for_log("ready", timeout=60)
             assert process.terminate(60) == 0, process.log[-3000:]
             lines = [line for line in process.log.splitlines() if line.strip()]
