@@ -130,6 +130,8 @@ class Stack:
         await self._copy(child.name, proc.stdout)
         code = await proc.wait()
         del self.procs[child.name]
+        if self.stopping and code == -signal.SIGTERM:
+            code = 0  # our SIGTERM came before it had set up its handlers: it had started nothing yet
         if not expected_exit and not self.stopping:
             log.error("%s exited with status %s on its own; stopping the stack (nothing is restarted)", child.name,
                       code)
@@ -138,7 +140,7 @@ class Stack:
         return code
 
     async def _copy(self, name: str, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
+        while line := await _line(stream):
             text = line.decode(errors="replace").rstrip("\r\n")
             self.out.write(self._prefixed(name, text) + "\n")
             self.out.flush()
@@ -180,6 +182,14 @@ class Stack:
         for name, proc in self.procs.items():
             log.warning("killing %s (pid %d)", name, proc.pid)
             _send(proc, signal.SIGKILL)
+
+
+async def _line(stream: asyncio.StreamReader) -> bytes:
+    """The next line (b"" at the end). asyncio drops a line longer than LINE_LIMIT: say so instead."""
+    try:
+        return await stream.readline()
+    except ValueError:
+        return b"[gnomon stack: a line longer than 16 MiB was dropped]\n"
 
 
 def _send(proc: asyncio.subprocess.Process, sig: int) -> None:
