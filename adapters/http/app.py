@@ -20,6 +20,7 @@ from adapters.http.metrics import metrics_endpoint, request_timer
 from adapters.http.problems import HANDLERS
 from adapters.http.queues import QueuesController
 from adapters.http.schedules import SchedulesController
+from adapters.http.ui import ui_router, ui_templates
 
 MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 
@@ -59,17 +60,21 @@ def create_app(container: Any, *, tokens: Sequence[str], readiness: Readiness | 
         "get_schedule": Provide(lambda: container.get_schedule(), sync_to_thread=False),
         "list_schedules": Provide(lambda: container.list_schedules(), sync_to_thread=False),
         "schedule_occurrences": Provide(lambda: container.schedule_occurrences(), sync_to_thread=False),
+        "queue_throughput": Provide(lambda: container.queue_throughput(), sync_to_thread=False),
+        "retry_jobs": Provide(lambda: container.retry_jobs(), sync_to_thread=False),
+        "cancel_jobs": Provide(lambda: container.cancel_jobs(), sync_to_thread=False),
     }
     v1 = Router(path="/v1", route_handlers=[JobsController, SchedulesController, QueuesController],
                 dependencies=use_cases, guards=[bearer_guard(tokens)], security=[{"bearer": []}])
     return Litestar(
-        route_handlers=[v1, healthz, readyz, metrics_endpoint(registry)],
+        route_handlers=[v1, healthz, readyz, metrics_endpoint(registry), ui_router(tokens, use_cases)],
         middleware=[request_timer(registry)],
         dependencies={"readiness": Provide(lambda: readiness or _no_checks, sync_to_thread=False)},
         exception_handlers=HANDLERS,
         before_request=check_body,
         request_max_body_size=max_body_bytes,
         openapi_config=_openapi(),
+        template_config=ui_templates(),  # the /ui dashboard's pages
         logging_config=None,  # the process configures logging (entrypoints); the app must not replace it
     )
 
