@@ -26,6 +26,7 @@ from domain.job import JobSpec, State
 from domain.retry import Backoff
 from domain.schedule import Fate, ScheduleSpec
 from tests.contracts.repositories import LEASE, T0, at, make_job, make_schedule, planner
+from tests.integration.cluster import Cluster
 
 REPLICAS = 3
 Open = Callable[[], Awaitable[Pool]]
@@ -269,6 +270,29 @@ async def test_an_unreachable_database_is_unavailable() -> None:
             await PgJobRepository(pool).get(new_id(T0))
         with pytest.raises(Unavailable):
             await PgScheduleRepository(pool).next_due_at()
+    finally:
+        await pool.close()
+
+
+async def test_after_a_restart_a_call_is_unavailable_at_most_once_then_the_pool_works(
+        throwaway_cluster: Cluster) -> None:
+    """Pooled connections are not checked on borrow: a restart kills them all, the first call to draw one
+    fails as Unavailable, and that failure sweeps the pool so the next call gets a live connection."""
+    pool = create_pool(throwaway_cluster.url("gnomon"), min_size=4, max_size=4, timeout=10)
+    await open_pool(pool)
+    jobs = PgJobRepository(pool)
+    try:
+        job = make_job()
+        await jobs.add([job])
+        await asyncio.gather(*(jobs.get(job.id) for _ in range(8)))  # every connection of the pool has been used
+        await asyncio.to_thread(throwaway_cluster.restart, "fast")  # drops every client connection
+        outcomes = []
+        for _ in range(3):
+            try:
+                outcomes.append(await jobs.get(job.id) == job)
+            except Unavailable:
+                outcomes.append(False)
+        assert outcomes in ([False, True, True], [True, True, True])
     finally:
         await pool.close()
 
