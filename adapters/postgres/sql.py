@@ -125,12 +125,13 @@ EXPIRED: Final = """
 SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at <= %(now)s
 ORDER BY lease_expires_at LIMIT %(limit)s"""
 
+# A range scan of jobs_queued_dispatched from the oldest dispatch: it reads the stale jobs only (a queued job
+# always has dispatched_at, CHECK jobs_queued_dispatched, V003), then updates them by primary key.
 REDISPATCH: Final = """
 UPDATE jobs SET dispatched_at = %(now)s
-FROM (SELECT id FROM jobs WHERE state = 'queued' AND (dispatched_at < %(older_than)s OR dispatched_at IS NULL)
-      ORDER BY coalesce(dispatched_at, created_at) LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS stale
-WHERE jobs.id = stale.id
-RETURNING jobs.*"""
+WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE state = 'queued' AND dispatched_at < %(older_than)s
+                     ORDER BY dispatched_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED))
+RETURNING *"""
 
 NEXT_JOB_DUE_AT: Final = "SELECT min(run_at) AS due FROM jobs WHERE state IN ('scheduled', 'retry')"
 
