@@ -69,9 +69,7 @@ class Runner:
             raise
         except _TimedOut:
             return self._failed(attempt, f"timed out after {job.timeout_seconds:g} s", Outcome.TIMEOUT)
-        except PermanentFailure as exc:
-            return self._failed(attempt, describe(exc), permanent=True)
-        except UnstorableResult as exc:  # the same result would come back on a retry
+        except (PermanentFailure, UnstorableResult) as exc:  # a retry would end the same way
             return self._failed(attempt, describe(exc), permanent=True)
         except Exception as exc:  # a handler may raise anything: that is its way of failing
             return self._failed(attempt, describe(exc))

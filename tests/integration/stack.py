@@ -19,6 +19,8 @@ from typing import Any
 
 from attrs import define
 
+from adapters.postgres.pool import connection
+from domain.errors import Unavailable
 from domain.job import Job, JobSpec, Run, State
 from domain.retry import Backoff
 from entrypoints.container import Runtime, build
@@ -58,7 +60,7 @@ class Client:
 
     async def counts(self) -> dict[str, int]:
         """Jobs of the test's database by state (one query, however many jobs)."""
-        async with self.runtime.adapters.pool().connection() as conn:
+        async with connection(self.runtime.adapters.pool()) as conn:
             rows = await (await conn.execute("SELECT state, count(*) AS n FROM jobs GROUP BY state")).fetchall()
         return {row["state"]: row["n"] for row in rows}
 
@@ -75,12 +77,17 @@ class Client:
 
 async def eventually(probe: Callable[[], Any], done: Callable[[Any], bool], timeout: float, what: str,
                      every: float = 0.05) -> Any:
-    """Call `probe` until `done(value)`; AssertionError with the last value after `timeout` s."""
+    """Call `probe` until `done(value)`; AssertionError with the last value after `timeout` s. A probe that
+    finds the database away (a test that restarts it) just tries again."""
     end = time.monotonic() + timeout
     while True:
-        value = await probe()
-        if done(value):
-            return value
+        try:
+            value = await probe()
+        except Unavailable as exc:
+            value = exc
+        else:
+            if done(value):
+                return value
         if time.monotonic() > end:
             raise AssertionError(f"{what} within {timeout:g} s; last seen: {value!r}")
         await asyncio.sleep(every)

@@ -93,15 +93,15 @@ async def test_flushdb_while_2000_delayed_jobs_are_dispatched_loses_none(
     prefix = new_prefix()
     env = gnomon_env(pg_url, flushable_redis_url, prefix=prefix, **RECOVERY)
     flusher = redis.Redis.from_url(flushable_redis_url, socket_timeout=5)
-    start = datetime.now(UTC) + timedelta(seconds=1.5)
-    specs = [spec("sleep", payload={"seconds": 0.02}, run_at=start + timedelta(milliseconds=i)) for i in range(2000)]
     async with client(pg_url, flushable_redis_url, prefix) as jobs:
         with gnomon("scheduler", env=env) as scheduler, \
                 gnomon("worker", "--concurrency", "8", env=env) as one, \
                 gnomon("worker", "--concurrency", "8", env=env) as two:
             for process in (scheduler, one, two):
                 process.wait_for_log("ready")
-            await jobs.submit(*specs)
+            start = datetime.now(UTC) + timedelta(seconds=1.5)  # delayed: the scheduler promotes and pushes them
+            await jobs.submit(*(spec("sleep", payload={"seconds": 0.02}, run_at=start + timedelta(milliseconds=i))
+                                for i in range(2000)))
             hits = 0
             for _ in range(10):  # due over 2 s from 1.5 s on: flush every 0.4 s while they are dispatched
                 await asyncio.sleep(0.4)
