@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from adapters.http.ui.charts import chart
-from adapters.http.ui.formatting import BLANK, ago, local, span, utc
+from adapters.http.ui.formatting import BLANK, age, ago, local, span, utc, wall
 from application.ports import Throughput
 from application.throughput import ThroughputSeries
 from domain.job import State
@@ -31,6 +31,7 @@ def test_ago_rounds_to_whole_seconds_both_ways() -> None:
     assert ago(T0, T0 + timedelta(seconds=3.7)) == "3 s ago"
     assert ago(T0 + timedelta(minutes=59, seconds=57.4), T0) == "in 59 min 57 s"
     assert ago(None, T0) == BLANK
+    assert age(T0, T0 + timedelta(minutes=7, seconds=2.5)) == "7 min 2 s" and age(None, T0) == BLANK
 
 
 def test_times_in_utc_and_on_a_zones_wall_clock_across_a_dst_change() -> None:
@@ -39,6 +40,13 @@ def test_times_in_utc_and_on_a_zones_wall_clock_across_a_dst_change() -> None:
     assert local(T0, paris) == "2026-03-29 01:30:00 CET (+01:00)"
     assert local(T0 + timedelta(hours=1), paris) == "2026-03-29 03:30:00 CEST (+02:00)"
     assert local(T0, ZoneInfo("Asia/Kolkata")) == "2026-03-29 06:00:00 IST (+05:30)"
+
+
+def test_fire_times_show_seconds_only_when_there_are_any() -> None:
+    assert wall(T0) == "2026-03-29 00:30 UTC"
+    assert wall(T0 + timedelta(seconds=5), ZoneInfo("Europe/Paris")) == "2026-03-29 01:30:05 CET"
+    assert wall(T0 + timedelta(hours=1), ZoneInfo("Europe/Paris"), True) == "2026-03-29 03:30 CEST (+02:00)"
+    assert wall(None) == BLANK
 
 
 def series(*entries: tuple[int, str, State, int]) -> ThroughputSeries:

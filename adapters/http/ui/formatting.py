@@ -42,8 +42,17 @@ def ago(value: datetime | None, now: datetime) -> str:
     seconds = (now - value).total_seconds()
     if abs(seconds) < 1:
         return "just now"
-    rough = span(float(int(abs(seconds)))) if abs(seconds) >= 10 else f"{int(abs(seconds))} s"
-    return f"{rough} ago" if seconds > 0 else f"in {rough}"
+    return f"{_rough(seconds)} ago" if seconds > 0 else f"in {_rough(seconds)}"
+
+
+def age(value: datetime | None, now: datetime) -> str:
+    """How long since `value`, in whole seconds at least: "7 min", "3 s"."""
+    return BLANK if value is None else _rough(max((now - value).total_seconds(), 0.0))
+
+
+def _rough(seconds: float) -> str:
+    whole = int(abs(seconds))
+    return f"{whole} s" if whole < 60 else span(float(whole))
 
 
 def utc(value: datetime | None) -> str:
@@ -61,6 +70,19 @@ def local(value: datetime | None, zone: tzinfo) -> str:
     at = value.astimezone(zone)
     offset = at.strftime("%z")
     return f"{at:%Y-%m-%d %H:%M:%S} {at.tzname()} ({offset[:3]}:{offset[3:]})"
+
+
+def wall(value: datetime | None, zone: tzinfo = UTC, offset: bool = False) -> str:
+    """A fire time, compact: "2026-11-29 03:00 CET" (seconds only when there are any; the offset if asked)."""
+    if value is None:
+        return BLANK
+    at = value.astimezone(zone)
+    seconds = f":{at:%S}" if at.second or at.microsecond else ""
+    text = f"{at:%Y-%m-%d %H:%M}{seconds} {at.tzname()}"
+    if not offset:
+        return text
+    sign = at.strftime("%z")
+    return f"{text} ({sign[:3]}:{sign[3:]})"
 
 
 def pretty(value: Any) -> str:
@@ -88,6 +110,6 @@ def can_retry(job: Job) -> bool:
     return job.state in TERMINAL and State.QUEUED in NEXT.get(job.state, ())
 
 
-FILTERS = {"span": span, "ago": ago, "utc": utc, "iso": iso, "local": local, "pretty": pretty, "rule": rule,
-           "short": short}
+FILTERS = {"span": span, "ago": ago, "age": age, "utc": utc, "iso": iso, "local": local, "wall": wall, "pretty": pretty,
+           "rule": rule, "short": short}
 GLOBALS = {"can_cancel": can_cancel, "can_retry": can_retry, "STATES": [str(s) for s in State]}
