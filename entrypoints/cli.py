@@ -121,7 +121,7 @@ def _api_processes(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _scheduler(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(run(build(settings), Services(scheduler=True)))
+    return asyncio.run(run(build(settings, scheduler_only=True), Services(scheduler=True)))
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:

@@ -65,7 +65,8 @@ class PostgresAdapters(containers.DeclarativeContainer):
 
     config = providers.Configuration(strict=True)
     tasks = providers.Dependency()
-    pool = providers.Singleton(create_pool, conninfo=config.database_url, max_size=config.pool_size)
+    pool = providers.Singleton(create_pool, conninfo=config.database_url, max_size=config.pool_size,
+                               generic_plans=config.generic_plans)
     jobs = providers.Singleton(PgJobRepository, pool=pool)
     schedules = providers.Singleton(PgScheduleRepository, pool=pool)
     wakeup = providers.Singleton(PgWakeup, pool=pool, conninfo=config.database_url)
@@ -184,8 +185,9 @@ async def _answers(ping: Callable[[], Awaitable[None]]) -> bool:
     return True
 
 
-def build(settings: Settings) -> Runtime:
-    """Choose the adapters: memory unless a database URL is given (SPEC §7)."""
+def build(settings: Settings, *, scheduler_only: bool = False) -> Runtime:
+    """Choose the adapters: memory unless a database URL is given (SPEC §7). A process that only schedules
+    plans its statements once (adapters/postgres/pool.py, generic_plans)."""
     tasks = providers.Object(task_registry(settings))
     if settings.database_url is None:
         if settings.redis_url is not None:
@@ -195,6 +197,7 @@ def build(settings: Settings) -> Runtime:
     adapters.config.from_dict({
         "database_url": settings.database_url, "redis_url": settings.redis_url or "redis://unused",
         "redis_prefix": settings.redis_prefix, "pool_size": 10, "redis_connections": 64,
+        "generic_plans": scheduler_only,
     })
     if settings.redis_url is None:  # one process only (gnomon dev --database-url): dispatch stays in it
         adapters.dispatcher.override(providers.Singleton(InMemoryDispatcher))

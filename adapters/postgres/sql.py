@@ -231,6 +231,10 @@ UNION
 SELECT scheduled_for FROM occurrences
 WHERE schedule_id = %(schedule_id)s AND fate = 'fired' AND scheduled_for BETWEEN %(start)s AND %(end)s"""
 
+# -- sessions -------------------------------------------------------------------------------------------------
+
+GENERIC_PLANS: Final = "SET plan_cache_mode = force_generic_plan"
+
 # -- wake-ups -------------------------------------------------------------------------------------------------
 
 LISTEN_WAKEUP: Final = "LISTEN gnomon_wakeup"

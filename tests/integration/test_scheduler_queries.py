@@ -1,17 +1,19 @@
 """The scheduler's queries cost what is due, not what the tables hold: with thousands of jobs waiting, queued
 and running that are none of a query's business, no scan of its plan may produce more rows than the query
 has to handle, whatever the statistics say (none, on a fresh table; or fresh ones). A join the planner may
-answer by hashing the batch and scanning the whole table is what this catches (bench/README.md)."""
+answer by hashing the batch and scanning the whole table is what this catches (bench/README.md), in plans made
+for the values at hand and in the generic plans the scheduler's sessions use."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg.types.json import Json
+from psycopg import sql as compose
 
 from adapters.postgres import sql
 from adapters.postgres.job_repository import PgJobRepository
@@ -64,20 +66,47 @@ QUERIES: list[tuple[str, str, dict[str, Any], int]] = [
 ]
 
 
+def _prepared(query: str) -> tuple[str, list[str]]:
+    """The query with $n placeholders for PREPARE, and the parameter names in $n order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    return re.sub(r"%\((\w+)\)s", number, query), names
+
+
+async def _plan(conn: psycopg.AsyncConnection[Any], query: str, params: dict[str, Any], generic: bool) -> Any:
+    if not generic:  # one-shot: planned with the values at hand
+        cur = await conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + query, params)
+    else:  # as the scheduler's sessions run it: prepared, planned once for any values (pool generic_plans)
+        text, names = _prepared(query)
+        await conn.execute("DEALLOCATE ALL")
+        await conn.execute(compose.SQL("PREPARE q AS {}").format(compose.SQL(text)))  # type: ignore[arg-type]
+        arguments = compose.SQL(", ").join(compose.Literal(params[n]) for n in names)
+        explain = "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE q" + ("({})" if names else "")
+        cur = await conn.execute(compose.SQL(explain).format(arguments))  # type: ignore[arg-type]
+    found = await cur.fetchone()
+    assert found is not None
+    return found[0][0]["Plan"]
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plans", "generic plans"])
 @pytest.mark.parametrize("analyzed", [False, True], ids=["no statistics", "analyzed"])
-async def test_every_scheduler_query_reads_only_what_it_handles(pg_url: str, analyzed: bool) -> None:
+async def test_every_scheduler_query_reads_only_what_it_handles(pg_url: str, analyzed: bool, generic: bool) -> None:
     await _fill(pg_url)
     async with await psycopg.AsyncConnection.connect(pg_url) as conn:
         if analyzed:
             await conn.execute("ANALYZE jobs")
             await conn.commit()
+        if generic:
+            await conn.execute(sql.GENERIC_PLANS)
+            await conn.commit()
         wide = {}
         for name, query, params, handled in QUERIES:
-            cur = await conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + query,
-                                     {k: Json(v) if isinstance(v, dict) else v for k, v in params.items()})
-            plan = await cur.fetchone()
-            assert plan is not None
-            scans = list(_scans(plan[0][0]["Plan"]))
+            scans = list(_scans(await _plan(conn, query, params, generic)))
             if any(too_wide(rows, handled) for _, rows in scans):
                 wide[name] = scans
             await conn.rollback()
