@@ -12,9 +12,7 @@ from collections.abc import Sequence
 from attrs import evolve
 
 from entrypoints import client_cli
-from entrypoints.container import build
 from entrypoints.logs import setup_logging
-from entrypoints.processes import Services, leave_stuck_threads, run
 from entrypoints.settings import Settings, SettingsError, export_flags
 from entrypoints.stack import stack_flags, start_stack
 
@@ -83,9 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    from entrypoints.container import build  # the server stack loads only for server commands
+    from entrypoints.processes import Services, run
+
     if not settings.api_tokens:
         settings = evolve(settings, api_tokens=(secrets.token_urlsafe(18),))
-    runtime = build(settings)
+    runtime = build(settings, single_process=True)
     host, port = settings.host, settings.port
     services = Services(api=(host, port), scheduler=True, queues=_queues(args.queues), concurrency=args.concurrency)
 
@@ -102,6 +103,9 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _api(args: argparse.Namespace, settings: Settings) -> int:
+    from entrypoints.container import build  # the server stack loads only for server commands
+    from entrypoints.processes import Services, run
+
     if not settings.api_tokens:
         raise SettingsError("GNOMON_API_TOKENS must be set for `gnomon api` (comma-separated bearer tokens)")
     if args.workers > 1:
@@ -121,10 +125,16 @@ def _api_processes(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    from entrypoints.container import build  # the server stack loads only for server commands
+    from entrypoints.processes import Services, run
+
     return asyncio.run(run(build(settings, scheduler_only=True), Services(scheduler=True)))
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from entrypoints.container import build  # the server stack loads only for server commands
+    from entrypoints.processes import Services, leave_stuck_threads, run
+
     runtime = build(settings)
     runtime.adapters.tasks().check()
     code = asyncio.run(run(runtime, Services(queues=_queues(args.queues), concurrency=args.concurrency)))
@@ -132,11 +142,18 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.postgres.migrate import migrate
+    import psycopg
+
+    from adapters.postgres.migrate import MigrationError, migrate
+    from domain.errors import Unavailable
 
     if settings.database_url is None:
         raise SettingsError("GNOMON_DATABASE_URL (or --database-url) is needed to migrate")
-    applied = asyncio.run(migrate(settings.database_url))
+    try:
+        applied = asyncio.run(migrate(settings.database_url))
+    except (MigrationError, Unavailable, psycopg.Error, OSError) as exc:
+        print(f"gnomon migrate: {exc}", file=sys.stderr)
+        return 1
     logging.getLogger("gnomon").info("applied %d migration(s): %s", len(applied), ", ".join(applied) or "none pending")
     return 0
 

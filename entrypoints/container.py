@@ -185,14 +185,18 @@ async def _answers(ping: Callable[[], Awaitable[None]]) -> bool:
     return True
 
 
-def build(settings: Settings, *, scheduler_only: bool = False) -> Runtime:
+def build(settings: Settings, *, scheduler_only: bool = False, single_process: bool = False) -> Runtime:
     """Choose the adapters: memory unless a database URL is given (SPEC §7). A process that only schedules
-    plans its statements once (adapters/postgres/pool.py, generic_plans)."""
+    plans its statements once (adapters/postgres/pool.py, generic_plans). Only a single process that runs
+    every service (`gnomon dev`) may keep dispatch in its own memory next to a real database."""
     tasks = providers.Object(task_registry(settings))
     if settings.database_url is None:
         if settings.redis_url is not None:
             raise SettingsError("GNOMON_REDIS_URL needs GNOMON_DATABASE_URL: Redis is never the only copy")
         return Runtime(settings, MemoryAdapters(tasks=tasks))
+    if settings.redis_url is None and not single_process:
+        raise SettingsError("GNOMON_DATABASE_URL needs GNOMON_REDIS_URL too: the API, schedulers and workers "
+                            "hand jobs to each other through Redis")
     adapters = PostgresAdapters(tasks=tasks)
     adapters.config.from_dict({
         "database_url": settings.database_url, "redis_url": settings.redis_url or "redis://unused",
