@@ -37,6 +37,7 @@ class TickSettings:
     sweep_every: timedelta = timedelta(seconds=2)  # lease rescue and re-dispatch look-ups
     retention: timedelta = timedelta(days=7)
     prune_batch: int = 1000
+    prune_batches_per_sweep: int = 20
 
 
 @frozen(kw_only=True)
@@ -79,10 +80,21 @@ class SchedulerTick:
             await dispatch(self.dispatcher, again)
             redispatched = len(again)
             self.metrics.redispatches(redispatched)
-            pruned = await self.jobs.prune(now - self.settings.retention, self.settings.prune_batch)
+            pruned = await self._prune(now)
         busy = len(promoted) >= self.settings.batch or len(fired) >= self.settings.batch
         return TickReport(promoted=len(promoted), fired=len(fired), rescued=rescued,
                           redispatched=redispatched, pruned=pruned, busy=busy)
+
+    async def _prune(self, now: datetime) -> int:
+        """Retention in small batches (short transactions, no long locks), enough of them per sweep to keep
+        up with thousands of jobs finishing per second."""
+        pruned = 0
+        for _ in range(self.settings.prune_batches_per_sweep):
+            deleted = await self.jobs.prune(now - self.settings.retention, self.settings.prune_batch)
+            pruned += deleted
+            if deleted < self.settings.prune_batch:
+                break
+        return pruned
 
     @staticmethod
     def _plan(now: datetime):

@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from adapters.memory.clock import SystemClock
 from application.identity import new_id
 from application.ports import Finished, JobFilter
-from application.scheduler import SchedulerLoop
+from application.scheduler import SchedulerLoop, SchedulerTick, TickSettings
 from domain.errors import Conflict, LeaseLost
 from domain.job import JobSpec, Outcome, State
 from domain.retry import Backoff
@@ -174,3 +174,17 @@ class JobLifecycle(RuleBasedStateMachine):
 
 TestJobLifecycle = JobLifecycle.TestCase
 TestJobLifecycle.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+async def test_a_sweep_prunes_many_batches_of_old_finished_jobs() -> None:
+    stack = Stack()
+    specs = [JobSpec(task="noop") for _ in range(2500)]
+    await stack.submit()(specs, prefix=None)
+    claimed = await stack.jobs.claim(list(stack.jobs.rows), worker_id="w", now=stack.clock.now(), lease_seconds=30)
+    done = [Finished(job=job.succeed(token=job.version, now=stack.clock.now())[0], run=None) for job in claimed]
+    await stack.jobs.finish(done, now=stack.clock.now())
+    stack.clock.advance(8 * 86400)
+    tick = SchedulerTick(stack.jobs, stack.schedules, stack.dispatcher, stack.clock,
+                         TickSettings(prune_batch=1000, prune_batches_per_sweep=2))
+    assert (await tick()).pruned == 2000
+    assert (await tick()).pruned == 500
