@@ -79,9 +79,11 @@ class Worker:
     _beat_now: asyncio.Event = field(factory=asyncio.Event)
     _runner: Runner | None = None
     _unclaimed: list[str] = field(factory=list)
+    _loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self) -> None:
         """Work until stop() is called, then drain and return."""
+        self._loop = asyncio.get_running_loop()
         threads = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="gnomon-task")
         self._runner = Runner(self.tasks, self.clock, threads, self.settings.worker_id)
         helpers = [asyncio.create_task(self._forever("recording outcomes", self._flush_when_ready)),
@@ -256,7 +258,9 @@ class Worker:
             self._beat_now.set()
 
     def _request_beat(self, _job_id: str) -> None:
-        self._beat_now.set()
+        """ctx.heartbeat(): sync handlers call it from their thread, so hand the wake-up to the loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._beat_now.set)
 
     async def _drain(self) -> None:
         """No new claims; in-flight jobs get the grace period, then the rest are released."""
