@@ -43,18 +43,20 @@ class RetryJobs:
         found, more = await matching(self.jobs, where, RETRYABLE, limit)
         now = self.clock.now()
         changes, refused = _transition(found, lambda job: Finished(job=job.retry_now(now=now), run=None))
-        changed, stale = await _save(self.jobs, changes)
-        await dispatch(self.dispatcher, [c.job for c in changed])
+        changed, stale, woken = await _save(self.jobs, changes)
+        await dispatch(self.dispatcher, [c.job for c in changed] + woken)
         return BulkOutcome(changed=[c.job for c in changed], skipped=refused + stale, more=more)
 
 
 @frozen
 class CancelJobs:
-    """Cancel many jobs; the workers running some of them are told at once, as CancelJob does."""
+    """Cancel many jobs; the workers running some of them are told at once, and held jobs the cancels make room
+    for are dispatched, as CancelJob does."""
 
     jobs: JobRepository
     clock: Clock
     cancellations: Cancellations | None = None
+    dispatcher: Dispatcher | None = None
 
     async def __call__(self, where: JobFilter, *, limit: int) -> BulkOutcome:
         """Cancel up to `limit` jobs matching `where`, newest first (every unfinished one when `where` names no
@@ -62,7 +64,9 @@ class CancelJobs:
         found, more = await matching(self.jobs, where, CANCELLABLE, limit)
         now = self.clock.now()
         changes, refused = _transition(found, lambda job: _cancelled(job, now))
-        changed, stale = await _save(self.jobs, changes)
+        changed, stale, woken = await _save(self.jobs, changes)
+        if self.dispatcher is not None:
+            await dispatch(self.dispatcher, woken)
         await self._announce([c.job.id for c in changed if c.run is not None])
         return BulkOutcome(changed=[c.job for c in changed], skipped=refused + stale, more=more)
 
@@ -109,6 +113,11 @@ def _transition(found: list[Job], step: Callable[[Job], Finished]) -> tuple[list
     return changes, refused
 
 
-async def _save(jobs: JobRepository, changes: list[Finished]) -> tuple[list[Finished], list[str]]:
-    stale = set(await jobs.save_many(changes)) if changes else set()
-    return [c for c in changes if c.job.id not in stale], [c.job.id for c in changes if c.job.id in stale]
+async def _save(jobs: JobRepository, changes: list[Finished]) -> tuple[list[Finished], list[str], list[Job]]:
+    """Written changes, ids refused, and held jobs woken by the writes."""
+    if not changes:
+        return [], [], []
+    recorded = await jobs.save_many(changes)
+    stale = set(recorded.refused)
+    return ([c for c in changes if c.job.id not in stale], [c.job.id for c in changes if c.job.id in stale],
+            recorded.woken)

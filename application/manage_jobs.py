@@ -6,7 +6,17 @@ import logging
 
 from attrs import frozen
 
-from application.ports import Cancellations, Clock, Dispatcher, JobFilter, JobRepository, Page, QueueStats
+from application.manage_queues import with_settings
+from application.ports import (
+    Cancellations,
+    Clock,
+    Dispatcher,
+    JobFilter,
+    JobRepository,
+    Page,
+    QueueSettingsRepository,
+    QueueStats,
+)
 from application.submit_jobs import dispatch
 from domain.errors import StaleWrite, Unavailable
 from domain.job import Job, Run
@@ -42,19 +52,23 @@ class JobRuns:
 @frozen
 class CancelJob:
     """Cancel a job; a running attempt is closed as `cancelled` and its worker is told at once through
-    `cancellations` when there are any, else at its next heartbeat."""
+    `cancellations` when there are any, else at its next heartbeat. Held jobs the cancel makes room for (flow
+    control) are pushed to `dispatcher` when there is one, else the scheduler's sweep sends them."""
 
     jobs: JobRepository
     clock: Clock
     cancellations: Cancellations | None = None
+    dispatcher: Dispatcher | None = None
 
     async def __call__(self, job_id: str) -> Job:
         for _ in range(ATTEMPTS_ON_RACE):
             job, run = (await self.jobs.get(job_id)).cancel(now=self.clock.now())
             try:
-                await self.jobs.save(job, run)
+                woken = await self.jobs.save(job, run)
             except StaleWrite:
                 continue  # the job moved under us (claimed, finished): decide again on the new state
+            if self.dispatcher is not None:
+                await dispatch(self.dispatcher, woken)
             if run is not None:  # it was running: tell its worker now rather than at its heartbeat
                 await self._announce(job_id)
             return job
@@ -84,8 +98,14 @@ class RetryJob:
 
 @frozen
 class QueueOverview:
+    """Per queue: jobs by state, oldest queued job, last minute's throughput, and its settings (flow control)."""
+
     jobs: JobRepository
     clock: Clock
+    queues: QueueSettingsRepository | None = None
 
     async def __call__(self) -> list[QueueStats]:
-        return await self.jobs.queue_stats(self.clock.now())
+        stats = await self.jobs.queue_stats(self.clock.now())
+        if self.queues is None:
+            return stats
+        return with_settings(stats, await self.queues.all())

@@ -6,12 +6,13 @@ pipeline serves many jobs. Every method that changes state is atomic on its own.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from attrs import frozen
 
+from domain.flow import QueueSettings
 from domain.job import Job, Run, State
 from domain.schedule import Firing, Occurrence, Schedule
 
@@ -54,11 +55,21 @@ class Finished:
 
 
 @frozen(kw_only=True)
+class Recorded:
+    """What a write of ended attempts did: the ids it refused, and the held jobs whose slot it freed. Those are
+    stamped dispatched and no longer held: the caller pushes them to the dispatcher (or the sweep will)."""
+
+    refused: list[str]
+    woken: list[Job]
+
+
+@frozen(kw_only=True)
 class QueueStats:
     queue: str
     counts: dict[str, int]  # by state
     oldest_queued_at: datetime | None
     finished_last_minute: int
+    settings: QueueSettings | None = None  # filled in by QueueOverview
 
 
 @frozen(kw_only=True)
@@ -85,18 +96,23 @@ class JobRepository(Protocol):
         """Jobs matching `where`, newest first, keyset-paged by id."""
         ...
 
-    async def save(self, job: Job, run: Run | None = None) -> None:
+    async def save(self, job: Job, run: Run | None = None) -> list[Job]:
         """Write a transitioned job (and the run that ended, if any) iff the stored version is
-        job.version - 1; StaleWrite otherwise."""
+        job.version - 1; StaleWrite otherwise. A job that so leaves its slot (running or dispatched) wakes held
+        jobs of its key and queue in the same transaction; they come back, to be dispatched."""
         ...
 
     async def promote_due(self, now: datetime, limit: int) -> list[Job]:
         """Move up to `limit` scheduled/retry jobs with run_at <= now to queued (dispatched_at = now)."""
         ...
 
-    async def claim(self, job_ids: Sequence[str], *, worker_id: str, now: datetime,
-                    lease_seconds: float) -> list[Job]:
-        """Start the given jobs that are still queued (others are skipped): running, attempt + 1, leased."""
+    async def claim(self, job_ids: Sequence[str], *, worker_id: str, now: datetime, lease_seconds: float,
+                    limited: Collection[str] = ()) -> list[Job]:
+        """Start the given jobs that are still queued (others are skipped): running, attempt + 1, leased.
+        Flow control is enforced here, atomically across workers (domain/flow.py): a job with a concurrency key,
+        or of a queue that limits starts, starts only within its limits; the others are held (Job.hold). The
+        caller names the queues it knows to limit starts (`limited`): jobs of other queues without a key take the
+        unlimited path, which is all an unlimited deployment ever pays for."""
         ...
 
     async def renew(self, leases: Sequence[tuple[str, int]], *, now: datetime,
@@ -104,9 +120,11 @@ class JobRepository(Protocol):
         """Extend the leases (job id, token) still held at `now`; return the ids whose lease was lost."""
         ...
 
-    async def finish(self, outcomes: Sequence[Finished], *, now: datetime) -> list[str]:
+    async def finish(self, outcomes: Sequence[Finished], *, now: datetime,
+                     limited: Collection[str] = ()) -> Recorded:
         """Record ended attempts in one go. Each write is fenced: applied only if the job is still
-        running under the same lease token and the lease has not expired at `now`. Returns refused ids."""
+        running under the same lease token and the lease has not expired at `now`. In the same transaction,
+        held jobs of the keys and of the `limited` queues whose slots this frees are woken (Recorded.woken)."""
         ...
 
     async def expired(self, now: datetime, limit: int) -> list[Job]:
@@ -114,7 +132,15 @@ class JobRepository(Protocol):
         ...
 
     async def redispatch(self, now: datetime, older_than: datetime, limit: int) -> list[Job]:
-        """Queued jobs last dispatched before `older_than`: stamp them dispatched at `now` and return them."""
+        """Queued jobs (not held) last dispatched before `older_than`: stamp them dispatched at `now` and return
+        them. Those of a paused queue are held instead (and not returned): nothing would pop them."""
+        ...
+
+    async def wake(self, now: datetime, *, limit: int, queue: str | None = None,
+                   held_before: datetime | None = None) -> list[Job]:
+        """Held jobs (of `queue` only, if given; held before `held_before` only, if given) whose key and queue have
+        room at `now`, up to `limit`: no longer held, stamped dispatched at `now`, returned to be dispatched. The
+        sweep that makes a lost wake-up cost time, never a job; and what a queue's resume calls."""
         ...
 
     async def next_due_at(self) -> datetime | None:
@@ -132,9 +158,10 @@ class JobRepository(Protocol):
         """Delete up to `limit` terminal jobs (and their runs) finished before the instant."""
         ...
 
-    async def save_many(self, changes: Sequence[Finished]) -> list[str]:
+    async def save_many(self, changes: Sequence[Finished]) -> Recorded:
         """Write transitioned jobs (with the runs that ended, if any) in one go, each iff its stored version is
-        job.version - 1. Returns the ids not written (changed meanwhile, or unknown); the others are written."""
+        job.version - 1. Refused: the ids not written (changed meanwhile, or unknown); the others are written.
+        Woken: held jobs whose slots the written jobs freed, as `save` does."""
         ...
 
     async def throughput(self, since: datetime, bucket: timedelta) -> list[Throughput]:
@@ -186,6 +213,35 @@ class ScheduleRepository(Protocol):
 
     async def fired_for(self, schedule_id: str, start: datetime, end: datetime) -> set[datetime]:
         """Occurrence times in [start, end] that already have a job."""
+        ...
+
+
+class QueueSettingsRepository(Protocol):
+    """The runtime limits of queues (SPEC §6). A queue nobody configured has none."""
+
+    async def all(self) -> list[QueueSettings]:
+        """Every queue with stored settings, by name."""
+        ...
+
+    async def get(self, queue: str) -> QueueSettings:
+        """The queue's settings; no limits (and no updated_at) when none are stored."""
+        ...
+
+    async def upsert(self, settings: QueueSettings) -> None:
+        """Store the queue's settings, replacing any."""
+        ...
+
+
+class StartRate(Protocol):
+    """A token bucket per queue shared by every worker: how many jobs of a queue may start now (max_per_second)."""
+
+    async def take(self, queue: str, n: int, *, rate: float, burst: float) -> int:
+        """Take up to `n` tokens of the queue's bucket, which refills at `rate` per second up to `burst`; returns
+        how many were granted (0 to n)."""
+        ...
+
+    async def refund(self, queue: str, n: int, *, burst: float) -> None:
+        """Give back `n` tokens taken but not used (the bucket never exceeds `burst`)."""
         ...
 
 

@@ -46,6 +46,7 @@ class TickReport:
     fired: int = 0
     rescued: int = 0
     redispatched: int = 0
+    woken: int = 0  # held jobs woken by the sweep (flow control: a lost wake-up)
     pruned: int = 0
     busy: bool = False  # a batch came back full: tick again at once
 
@@ -73,17 +74,21 @@ class SchedulerTick:
         self.metrics.jobs_fired(len(fired))
         queued = promoted + [j for j in fired if j.state.value == "queued"]
         await dispatch(self.dispatcher, queued)
-        rescued = redispatched = pruned = 0
+        rescued = redispatched = woken = pruned = 0
         if sweep:
             rescued = await self._rescue(now)
-            again = await self.jobs.redispatch(now, now - self.settings.dispatch_timeout, self.settings.batch)
-            await dispatch(self.dispatcher, again)
-            redispatched = len(again)
-            self.metrics.redispatches(redispatched)
+            stale = now - self.settings.dispatch_timeout
+            again = await self.jobs.redispatch(now, stale, self.settings.batch)
+            # Held jobs whose wake-up was lost (a worker killed between its write and its push): a held job
+            # waits at most the dispatch timeout past the moment its slot freed.
+            late = await self.jobs.wake(now, limit=self.settings.batch, held_before=stale)
+            await dispatch(self.dispatcher, again + late)
+            redispatched, woken = len(again), len(late)
+            self.metrics.redispatches(redispatched + woken)
             pruned = await self._prune(now)
         busy = len(promoted) >= self.settings.batch or len(fired) >= self.settings.batch
         return TickReport(promoted=len(promoted), fired=len(fired), rescued=rescued,
-                          redispatched=redispatched, pruned=pruned, busy=busy)
+                          redispatched=redispatched, woken=woken, pruned=pruned, busy=busy)
 
     async def _prune(self, now: datetime) -> int:
         """Retention in small batches (short transactions, no long locks), enough of them per sweep to keep
@@ -105,15 +110,17 @@ class SchedulerTick:
     async def _rescue(self, now: datetime) -> int:
         """Jobs whose worker went quiet past its lease: the attempt counts as `lost`."""
         rescued: list[Finished] = []
+        woken: list[Job] = []
         for job in await self.jobs.expired(now, self.settings.batch):
             lost, run = job.lose(now=now)
             try:
-                await self.jobs.save(lost, run)
+                woken += await self.jobs.save(lost, run)  # its slot (key, queue) frees: held jobs may go
             except StaleWrite:
                 continue  # the worker finished, or another replica rescued it, meanwhile
             log.warning("job %s lost its worker %s (attempt %d): %s", job.id,
                         job.lease.worker_id if job.lease else "?", job.attempt, lost.state)
             rescued.append(Finished(job=lost, run=run))
+        await dispatch(self.dispatcher, woken)
         self.metrics.lease_rescues(len(rescued))
         reporting.finished(self.metrics, rescued)
         return len(rescued)
@@ -160,7 +167,7 @@ class SchedulerLoop:
             self.last_sweep = now
         report = await self.tick(sweep=sweep)
         self.ticks += 1
-        if report.promoted or report.fired or report.rescued or report.redispatched:
+        if report.promoted or report.fired or report.rescued or report.redispatched or report.woken:
             log.info("tick: %s", report)
         return report
 

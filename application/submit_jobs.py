@@ -54,7 +54,9 @@ class SubmitJobs:
 
 
 async def dispatch(dispatcher: Dispatcher, jobs: Sequence[Job]) -> None:
-    """Push to the dispatch queue; if it is down, the scheduler's re-dispatch sweep sends them later."""
+    """Push to the dispatch queue; if it is down, the scheduler's re-dispatch sweep sends them later. Held jobs
+    (flow control) stay out: they are pushed when woken."""
+    jobs = [job for job in jobs if not job.held]
     if not jobs:
         return
     try:

@@ -25,6 +25,8 @@ from application.ports import (
     Metrics,
     TaskRegistry,
 )
+from application.queue_gate import QueueGate
+from application.submit_jobs import dispatch
 from application.task_context import JobContext
 from domain.errors import LeaseLost, Unavailable
 
@@ -70,6 +72,7 @@ class Worker:
     settings: WorkerSettings
     metrics: Metrics = NO_METRICS
     cancellations: Cancellations | None = field(default=None, kw_only=True)  # None: learnt at heartbeats only
+    gate: QueueGate | None = field(default=None, kw_only=True)  # flow control (queue settings); None: no limits
     held: dict[str, Attempt] = field(factory=dict)
     outbox: list[Finished] = field(factory=list)
     executed: int = 0
@@ -90,6 +93,10 @@ class Worker:
                    asyncio.create_task(self._forever("heartbeat", self._beat))]
         if self.cancellations is not None:
             helpers.append(asyncio.create_task(self._forever("cancellation notices", self._watch_cancels)))
+        if self.gate is not None:
+            with contextlib.suppress(Unavailable):  # known before the first pop, when the database answers
+                await self.gate.refresh()
+            helpers.append(asyncio.create_task(self._forever("queue settings", self.gate.watch)))
         try:
             await self._forever("claim", self._claim_free, until=self._stopping)
             await self._drain()
@@ -134,7 +141,7 @@ class Worker:
             return  # ids popped during shutdown stay queued in PostgreSQL: re-dispatched after the timeout
         self._unclaimed = ids
         claimed = await self.jobs.claim(ids, worker_id=self.settings.worker_id, now=self.clock.now(),
-                                        lease_seconds=self.settings.lease_seconds)
+                                        lease_seconds=self.settings.lease_seconds, limited=self._limited())
         self._unclaimed = []
         reporting.claimed(self.metrics, claimed)
         for job in claimed:
@@ -144,8 +151,10 @@ class Worker:
 
     async def _pop(self, limit: int) -> list[str]:
         """Pop, but give up the wait as soon as stop() is called: shutdown does not wait out a pop."""
-        popping = asyncio.ensure_future(self.dispatcher.pop(self.settings.queues, limit=limit,
-                                                            timeout=self.settings.pop_timeout))
+        timeout = self.settings.pop_timeout
+        popping = asyncio.ensure_future(
+            self.dispatcher.pop(self.settings.queues, limit=limit, timeout=timeout) if self.gate is None
+            else self.gate.pop(self.dispatcher, limit=limit, timeout=timeout))
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait([popping, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -189,7 +198,7 @@ class Worker:
         if not batch:
             return
         try:
-            refused = await self.jobs.finish(batch, now=self.clock.now())
+            recorded = await self.jobs.finish(batch, now=self.clock.now(), limited=self._limited())
         except Unavailable:
             raise
         except Exception:
@@ -200,10 +209,15 @@ class Worker:
             await self._record(batch[:half])
             await self._record(batch[half:])
             return
+        refused = recorded.refused
+        await dispatch(self.dispatcher, recorded.woken)  # held jobs whose slots these outcomes freed
         lost = set(refused)
         reporting.finished(self.metrics, [f for f in batch if f.job.id not in lost])
         for job_id in refused:
             log.warning("outcome of job %s refused: its lease was lost (fenced)", job_id)
+
+    def _limited(self) -> frozenset[str]:
+        return frozenset() if self.gate is None else self.gate.limited
 
     async def _final_flush(self) -> None:
         """At exit: keep trying while a lease could still be valid; after that a write would be refused."""

@@ -36,6 +36,13 @@ TERMINAL: Final = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
 WAITING: Final = frozenset({State.SCHEDULED, State.RETRY})  # due by run_at, promoted by the scheduler
 
 
+class Hold(StrEnum):
+    """Why a queued job is kept out of dispatch (SPEC §6): it waits, without a place in Redis, for a slot."""
+
+    KEY = "key"  # its concurrency key has its limit of jobs dispatched or running
+    QUEUE = "queue"  # its queue is paused, or has max_running jobs running
+
+
 class Outcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -153,6 +160,8 @@ class Job:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     dispatched_at: datetime | None = None
+    held_at: datetime | None = None  # set while held: queued, but not dispatched until a slot frees
+    held_for: Hold | None = None
     lease: Lease | None = None
     version: int = 0  # bumps on every transition; the lease token is the version the claim produced
 
@@ -174,6 +183,24 @@ class Job:
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+    @property
+    def held(self) -> bool:
+        """Queued but kept out of dispatch until its key and its queue have room (SPEC §6)."""
+        return self.held_for is not None
+
+    def hold(self, *, now: datetime, reason: Hold) -> Job:
+        """A queued job that may not start yet stays queued, out of dispatch, until a slot frees. Not a change of
+        state: the version (the CAS and fencing counter) stays, so a hold never makes a cancel stale."""
+        if self.state is not State.QUEUED:
+            raise IllegalTransition(self.id, self.state, f"held ({reason})")
+        return evolve(self, held_at=now, held_for=reason)
+
+    def unhold(self, *, now: datetime) -> Job:
+        """A held job whose slot freed goes back to dispatch (stamped dispatched now)."""
+        if self.state is not State.QUEUED:
+            raise IllegalTransition(self.id, self.state, "unheld")
+        return evolve(self, held_at=None, held_for=None, dispatched_at=now)
 
     def deadline(self) -> datetime:
         """When the running attempt times out."""
@@ -255,4 +282,6 @@ class Job:
     def _to(self, state: State, *, now: datetime, **changes: Any) -> Job:
         if state not in NEXT.get(self.state, ()):
             raise IllegalTransition(self.id, self.state, state)
-        return evolve(self, state=state, version=self.version + 1, updated_at=now, **changes)
+        # Any change of state ends a hold: only a queued job can be held.
+        return evolve(self, state=state, version=self.version + 1, updated_at=now, held_at=None, held_for=None,
+                      **changes)

@@ -13,19 +13,24 @@ from adapters.memory.cancellations import InMemoryCancellations
 from adapters.memory.clock import SystemClock
 from adapters.memory.dispatcher import InMemoryDispatcher
 from adapters.memory.jobs import InMemoryJobRepository
+from adapters.memory.queue_settings import InMemoryQueueSettingsRepository
 from adapters.memory.schedules import InMemoryScheduleRepository
+from adapters.memory.start_rate import InMemoryStartRate
 from adapters.memory.wakeup import InMemoryWakeup
 from adapters.metrics.prometheus import PrometheusMetrics, process_registry
 from adapters.postgres.job_repository import PgJobRepository
 from adapters.postgres.pool import create_pool, open_pool
+from adapters.postgres.queue_settings import PgQueueSettingsRepository
 from adapters.postgres.schedule_repository import PgScheduleRepository
 from adapters.postgres.wakeup import PgWakeup
 from adapters.redis.cancellations import RedisCancellations
 from adapters.redis.dispatcher import RedisDispatcher
+from adapters.redis.start_rate import RedisStartRate
 from adapters.tasks.builtin import builtin_tasks
 from adapters.tasks.registry import ImportedTaskRegistry
 from application.bulk_jobs import CancelJobs, RetryJobs
 from application.manage_jobs import CancelJob, GetJob, JobRuns, ListJobs, QueueOverview, RetryJob
+from application.manage_queues import UpdateQueue
 from application.manage_schedules import (
     BackfillSchedule,
     CreateSchedule,
@@ -40,6 +45,7 @@ from application.manage_schedules import (
     UpdateSchedule,
 )
 from application.ports import NO_METRICS
+from application.queue_gate import QueueGate
 from application.scheduler import SchedulerLoop, SchedulerTick, TickSettings
 from application.submit_jobs import SubmitJobs
 from application.throughput import QueueThroughput
@@ -58,6 +64,8 @@ class MemoryAdapters(containers.DeclarativeContainer):
     dispatcher = providers.Singleton(InMemoryDispatcher)
     wakeup = providers.Singleton(InMemoryWakeup)
     cancellations = providers.Singleton(InMemoryCancellations)
+    queue_settings = providers.Singleton(InMemoryQueueSettingsRepository, jobs=jobs)
+    start_rate = providers.Singleton(InMemoryStartRate, clock=providers.Singleton(SystemClock))
 
 
 class PostgresAdapters(containers.DeclarativeContainer):
@@ -73,6 +81,8 @@ class PostgresAdapters(containers.DeclarativeContainer):
     redis = providers.Singleton(Redis.from_url, config.redis_url, max_connections=config.redis_connections)
     dispatcher = providers.Singleton(RedisDispatcher, redis, config.redis_prefix)
     cancellations = providers.Singleton(RedisCancellations, redis, config.redis_prefix)
+    queue_settings = providers.Singleton(PgQueueSettingsRepository, pool=pool)
+    start_rate = providers.Singleton(RedisStartRate, redis, config.redis_prefix)
 
 
 class UseCases(containers.DeclarativeContainer):
@@ -85,12 +95,16 @@ class UseCases(containers.DeclarativeContainer):
     get_job = providers.Factory(GetJob, jobs=adapters.jobs)
     list_jobs = providers.Factory(ListJobs, jobs=adapters.jobs)
     job_runs = providers.Factory(JobRuns, jobs=adapters.jobs)
-    cancel_job = providers.Factory(CancelJob, jobs=adapters.jobs, clock=clock, cancellations=adapters.cancellations)
+    cancel_job = providers.Factory(CancelJob, jobs=adapters.jobs, clock=clock, cancellations=adapters.cancellations,
+                                   dispatcher=adapters.dispatcher)
     retry_job = providers.Factory(RetryJob, jobs=adapters.jobs, dispatcher=adapters.dispatcher, clock=clock)
-    queue_overview = providers.Factory(QueueOverview, jobs=adapters.jobs, clock=clock)
+    queue_overview = providers.Factory(QueueOverview, jobs=adapters.jobs, clock=clock, queues=adapters.queue_settings)
+    update_queue = providers.Factory(UpdateQueue, queues=adapters.queue_settings, jobs=adapters.jobs,
+                                     dispatcher=adapters.dispatcher, clock=clock)
     queue_throughput = providers.Factory(QueueThroughput, jobs=adapters.jobs, clock=clock)
     retry_jobs = providers.Factory(RetryJobs, jobs=adapters.jobs, dispatcher=adapters.dispatcher, clock=clock)
-    cancel_jobs = providers.Factory(CancelJobs, jobs=adapters.jobs, clock=clock, cancellations=adapters.cancellations)
+    cancel_jobs = providers.Factory(CancelJobs, jobs=adapters.jobs, clock=clock, cancellations=adapters.cancellations,
+                                    dispatcher=adapters.dispatcher)
 
     create_schedule = providers.Factory(CreateSchedule, schedules=adapters.schedules, clock=clock,
                                         tasks=adapters.tasks, wakeup=adapters.wakeup)
@@ -169,8 +183,10 @@ class Runtime:
         settings = WorkerSettings(worker_id=worker_id, queues=queues, concurrency=concurrency,
                                   lease_seconds=s.lease_seconds, heartbeat_seconds=s.heartbeat_seconds,
                                   shutdown_grace_seconds=s.shutdown_grace_seconds)
+        gate = QueueGate(self.adapters.queue_settings(), self.adapters.start_rate(), queues)
         return Worker(self.adapters.jobs(), self.adapters.dispatcher(), self.adapters.tasks(),
-                      self.use_cases.clock(), settings, self.metrics, cancellations=self.adapters.cancellations())
+                      self.use_cases.clock(), settings, self.metrics, cancellations=self.adapters.cancellations(),
+                      gate=gate)
 
 
 def task_registry(settings: Settings) -> ImportedTaskRegistry:
@@ -206,4 +222,5 @@ def build(settings: Settings, *, scheduler_only: bool = False, single_process: b
     if settings.redis_url is None:  # one process only (gnomon dev --database-url): dispatch stays in it
         adapters.dispatcher.override(providers.Singleton(InMemoryDispatcher))
         adapters.cancellations.override(providers.Singleton(InMemoryCancellations))
+        adapters.start_rate.override(providers.Singleton(InMemoryStartRate, clock=providers.Singleton(SystemClock)))
     return Runtime(settings, adapters)

@@ -49,6 +49,7 @@ def create_app(container: Any, *, tokens: Sequence[str], readiness: Readiness | 
         "cancel_job": Provide(lambda: container.cancel_job(), sync_to_thread=False),
         "retry_job": Provide(lambda: container.retry_job(), sync_to_thread=False),
         "queue_overview": Provide(lambda: container.queue_overview(), sync_to_thread=False),
+        "update_queue": Provide(lambda: container.update_queue(), sync_to_thread=False),
         "create_schedule": Provide(lambda: container.create_schedule(), sync_to_thread=False),
         "update_schedule": Provide(lambda: container.update_schedule(), sync_to_thread=False),
         "delete_schedule": Provide(lambda: container.delete_schedule(), sync_to_thread=False),

@@ -16,6 +16,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from domain.errors import InvalidInput
+from domain.flow import MAX_PER_SECOND, MAX_RUNNING
 from domain.job import JobSpec
 from domain.retry import Backoff
 from domain.schedule import MisfirePolicy, OverlapPolicy, ScheduleSpec
@@ -171,6 +172,17 @@ class SchedulePatch(Body):
             if name in found:
                 found[name] = utc(found[name], name)
         return found
+
+
+class QueuePatch(Body):
+    """The runtime limits of a queue (SPEC §6): absent fields keep their value, null removes a limit."""
+
+    max_running: Annotated[int, Meta(ge=1, le=MAX_RUNNING)] | UnsetType | None = UNSET
+    max_per_second: Annotated[float, Meta(gt=0, le=MAX_PER_SECOND)] | UnsetType | None = UNSET
+    paused: bool | UnsetType = UNSET
+
+    def changes(self) -> dict[str, Any]:
+        return _given(self)
 
 
 class PauseBody(Body):

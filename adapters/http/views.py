@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from application.ports import QueueStats
+from domain.flow import QueueSettings
 from domain.job import Job, Run
 from domain.retry import Backoff
 from domain.schedule import Occurrence, Schedule
@@ -206,13 +207,32 @@ class QueueView(View):
     oldest_queued_at: datetime | None
     oldest_queued_age_seconds: float | None
     finished_last_minute: int
+    max_running: int | None  # the queue's runtime limits (PATCH /v1/queues/{name}); null: none
+    max_per_second: float | None
+    paused: bool
 
     @classmethod
     def of(cls, stats: QueueStats, now: datetime) -> QueueView:
         oldest = stats.oldest_queued_at
         age = None if oldest is None else max((now - oldest).total_seconds(), 0.0)
+        settings = stats.settings or QueueSettings(queue=stats.queue)
         return cls(queue=stats.queue, counts=stats.counts, oldest_queued_at=z(oldest),
-                   oldest_queued_age_seconds=age, finished_last_minute=stats.finished_last_minute)
+                   oldest_queued_age_seconds=age, finished_last_minute=stats.finished_last_minute,
+                   max_running=settings.max_running, max_per_second=settings.max_per_second,
+                   paused=settings.paused)
+
+
+class QueueSettingsView(View):
+    queue: str
+    max_running: int | None
+    max_per_second: float | None
+    paused: bool
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, settings: QueueSettings) -> QueueSettingsView:
+        return cls(queue=settings.queue, max_running=settings.max_running, max_per_second=settings.max_per_second,
+                   paused=settings.paused, updated_at=z(settings.updated_at))
 
 
 class QueueList(View):

@@ -6,15 +6,17 @@ Every method runs without awaiting in between, so on one event loop each is atom
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from attrs import evolve
 
+from adapters.memory.flow import MemoryFlow
 from adapters.memory.paging import keyset_page
-from application.ports import Finished, JobFilter, Page, QueueStats, Submitted, Throughput
+from application.ports import Finished, JobFilter, Page, QueueStats, Recorded, Submitted, Throughput
 from domain.errors import JobNotFound, LeaseLost, StaleWrite
-from domain.job import TERMINAL, WAITING, Job, Run, State
+from domain.flow import QueueSettings
+from domain.job import TERMINAL, WAITING, Hold, Job, Run, State
 
 
 class InMemoryJobRepository:
@@ -23,6 +25,8 @@ class InMemoryJobRepository:
         self.history: dict[str, list[Run]] = defaultdict(list)
         self._by_key: dict[str, str] = {}
         self._by_occurrence: dict[tuple[str, datetime], str] = {}
+        self.queue_settings: dict[str, QueueSettings] = {}  # shared with InMemoryQueueSettingsRepository
+        self.flow = MemoryFlow(self.rows, self.queue_settings)
 
     async def add(self, jobs: Sequence[Job]) -> list[Submitted]:
         return self.add_now(jobs)
@@ -46,6 +50,9 @@ class InMemoryJobRepository:
             if key:
                 seen[key] = job
             out.append(Submitted(job=job, created=True))
+        created = [item.job for item in out if item.created]
+        gated = {job.id: job for job in self.flow.gate(created, _stamp(created))}
+        out = [Submitted(job=gated[item.job.id], created=True) if item.created else item for item in out]
         for item in out:
             if item.created:
                 self._put(item.job)
@@ -80,8 +87,9 @@ class InMemoryJobRepository:
                     and (where.schedule_id is None or job.schedule_id == where.schedule_id))
         return keyset_page(filter(match, self.rows.values()), lambda j: j.id, limit=limit, cursor=cursor)
 
-    async def save(self, job: Job, run: Run | None = None) -> None:
+    async def save(self, job: Job, run: Run | None = None) -> list[Job]:
         self.save_now(job, run)
+        return self._freed([job], job.updated_at)
 
     def save_now(self, job: Job, run: Run | None = None) -> None:
         stored = self.rows.get(job.id)
@@ -96,17 +104,19 @@ class InMemoryJobRepository:
     async def promote_due(self, now: datetime, limit: int) -> list[Job]:
         due = sorted((j for j in self.rows.values() if j.state in WAITING and j.run_at <= now),
                      key=lambda j: j.run_at)[:limit]
-        promoted = [job.promote(now=now) for job in due]
+        promoted = self.flow.gate([job.promote(now=now) for job in due], now)
         self.rows.update((job.id, job) for job in promoted)
         return promoted
 
-    async def claim(self, job_ids: Sequence[str], *, worker_id: str, now: datetime,
-                    lease_seconds: float) -> list[Job]:
-        claimed = []
-        for job_id in dict.fromkeys(job_ids):
-            job = self.rows.get(job_id)
-            if job is not None and job.state is State.QUEUED:
-                claimed.append(job.start(worker_id=worker_id, now=now, lease_seconds=lease_seconds))
+    async def claim(self, job_ids: Sequence[str], *, worker_id: str, now: datetime, lease_seconds: float,
+                    limited: Collection[str] = ()) -> list[Job]:
+        # `limited` only spares the PostgreSQL claim a look at the settings; here they are always at hand.
+        found = [job for i in dict.fromkeys(job_ids) if (job := self.rows.get(i)) is not None]
+        admitted, held = self.flow.split([j for j in found if j.state is State.QUEUED], now)
+        self.rows.update((job.id, job.hold(now=now, reason=reason)) for job, reason in held)
+        starting = {job.id for job in admitted}
+        claimed = [job.start(worker_id=worker_id, now=now, lease_seconds=lease_seconds)
+                   for job in found if job.id in starting]
         self.rows.update((job.id, job) for job in claimed)
         return claimed
 
@@ -123,15 +133,17 @@ class InMemoryJobRepository:
                 lost.append(job_id)
         return lost
 
-    async def finish(self, outcomes: Sequence[Finished], *, now: datetime) -> list[str]:
-        refused = []
+    async def finish(self, outcomes: Sequence[Finished], *, now: datetime,
+                     limited: Collection[str] = ()) -> Recorded:
+        refused, written = [], []
         for item in outcomes:
             stored = self.rows.get(item.job.id)
             if stored is None or not _holds(stored, item.job.version - 1, now):
                 refused.append(item.job.id)
                 continue
             self.save_now(item.job, item.run)
-        return refused
+            written.append(item.job)
+        return Recorded(refused=refused, woken=self._freed(written, now))
 
     async def expired(self, now: datetime, limit: int) -> list[Job]:
         lost = [j for j in self.rows.values()
@@ -139,12 +151,22 @@ class InMemoryJobRepository:
         return sorted(lost, key=lambda j: j.lease.expires_at if j.lease else now)[:limit]
 
     async def redispatch(self, now: datetime, older_than: datetime, limit: int) -> list[Job]:
-        stale = sorted((j for j in self.rows.values() if j.state is State.QUEUED
+        stale = sorted((j for j in self.rows.values() if j.state is State.QUEUED and not j.held
                         and (j.dispatched_at is None or j.dispatched_at < older_than)),
                        key=lambda j: j.dispatched_at or j.created_at)[:limit]
-        touched = [evolve(job, dispatched_at=now) for job in stale]
+        paused = {q for q, s in self.queue_settings.items() if s.paused}
+        touched = [job.hold(now=now, reason=Hold.QUEUE) if job.queue in paused else evolve(job, dispatched_at=now)
+                   for job in stale]
         self.rows.update((job.id, job) for job in touched)
-        return touched
+        return [job for job in touched if not job.held]
+
+    async def wake(self, now: datetime, *, limit: int, queue: str | None = None,
+                   held_before: datetime | None = None) -> list[Job]:
+        keys = self.flow.held_keys() if queue is None else {
+            j.concurrency_key for j in self.rows.values()
+            if j.held_for is Hold.KEY and j.queue == queue and j.concurrency_key}
+        queues = self.flow.held_queues() if queue is None else {queue}
+        return self.flow.wake(now, keys=keys, queues=queues, limit=limit, held_before=held_before, within=queue)
 
     async def next_due_at(self) -> datetime | None:
         return min((j.run_at for j in self.rows.values() if j.state in WAITING), default=None)
@@ -167,14 +189,23 @@ class InMemoryJobRepository:
         return [QueueStats(queue=q, counts={str(s): n for s, n in c.items()}, oldest_queued_at=oldest.get(q),
                            finished_last_minute=recent[q]) for q, c in sorted(counts.items())]
 
-    async def save_many(self, changes: Sequence[Finished]) -> list[str]:
-        refused = []
+    async def save_many(self, changes: Sequence[Finished]) -> Recorded:
+        refused, written = [], []
         for item in changes:
             try:
                 self.save_now(item.job, item.run)
             except (StaleWrite, JobNotFound):
                 refused.append(item.job.id)
-        return refused
+            else:
+                written.append(item.job)
+        return Recorded(refused=refused, woken=self._freed(written, max((j.updated_at for j in written), default=None)))
+
+    def _freed(self, written: Sequence[Job], now: datetime | None) -> list[Job]:
+        """Held jobs woken because written jobs left their slot (as in PostgreSQL, a job now neither running nor
+        dispatched, with a key or of a queue that limits starts, counts as having left one)."""
+        left = [j for j in written if j.state is not State.RUNNING and not (j.state is State.QUEUED and not j.held)
+                and (j.concurrency_key is not None or self.flow.limits(j.queue))]
+        return self.flow.freed(left, now) if left and now is not None else []
 
     async def throughput(self, since: datetime, bucket: timedelta) -> list[Throughput]:
         counts: dict[tuple[datetime, str, State], int] = defaultdict(int)
@@ -194,6 +225,11 @@ class InMemoryJobRepository:
             if job.idempotency_key:
                 self._by_key.pop(job.idempotency_key, None)
         return len(old)
+
+
+def _stamp(jobs: Sequence[Job]) -> datetime:
+    """When new jobs were made (their dispatch stamp): the instant a hold at submit is stamped with."""
+    return max((j.dispatched_at or j.updated_at for j in jobs), default=datetime.min)
 
 
 def _holds(stored: Job, token: int, now: datetime) -> bool:

@@ -69,7 +69,8 @@ class InMemoryScheduleRepository:
         stored = [s.job for s in self.jobs.add_now(firing.jobs, skip_fired=True)]
         # A job skipped because its occurrence has one already: the ledger keeps no entry for it, and the
         # schedule's last job is the one that holds the occurrence (as the PostgreSQL adapter does).
-        replaced = {j.id: self.jobs.holder_of(j) for j in firing.jobs if j not in stored}
+        kept = {j.id for j in stored}  # by id: a stored job may be held (adapters/memory/flow.py), not equal
+        replaced = {j.id: self.jobs.holder_of(j) for j in firing.jobs if j.id not in kept}
         for cancelled, run in cancels:
             self.jobs.save_now(cancelled, run)
         schedule = firing.schedule

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
 
@@ -14,7 +14,7 @@ from psycopg import sql as compose
 from psycopg.rows import DictRow
 from psycopg.types.json import Json
 
-from adapters.postgres import sql
+from adapters.postgres import flow, sql
 from adapters.postgres.pool import Pool, connection, transaction
 from adapters.postgres.rows import (
     _job_from_row,
@@ -26,7 +26,7 @@ from adapters.postgres.rows import (
     outcome_record,
     run_record,
 )
-from application.ports import Finished, JobFilter, Page, QueueStats, Submitted, Throughput
+from application.ports import Finished, JobFilter, Page, QueueStats, Recorded, Submitted, Throughput
 from domain.errors import Conflict, InvalidInput, JobNotFound, StaleWrite
 from domain.job import Job, Run, State
 
@@ -41,6 +41,7 @@ class PgJobRepository:
         if not jobs:
             return []
         async with transaction(self._pool) as conn:
+            jobs = await flow.gate_new(conn, jobs, max(j.updated_at for j in jobs))
             try:
                 created = await _insert(conn, jobs)
             except errors.UniqueViolation as exc:
@@ -82,29 +83,41 @@ class PgJobRepository:
         items = [_job_from_row(row) for row in rows[:limit]]
         return Page(items=items, next_cursor=items[-1].id if len(rows) > limit and items else None)
 
-    async def save(self, job: Job, run: Run | None = None) -> None:
+    async def save(self, job: Job, run: Run | None = None) -> list[Job]:
         async with transaction(self._pool) as conn:
+            keys, queues = await _freeing(conn, [job])
             written = await write_jobs(conn, sql.SAVE_JOBS, [Finished(job=job, run=run)], {})
             if not written:
                 exists = await (await conn.execute(sql.JOB_EXISTS, {"id": job.id})).fetchone()
                 raise StaleWrite(f"job {job.id}") if exists else JobNotFound(job.id)
+            return await flow.wake(conn, job.updated_at, keys=keys, queues=queues)
 
     async def promote_due(self, now: datetime, limit: int) -> list[Job]:
         async with connection(self._pool) as conn:
             rows = await (await conn.execute(sql.PROMOTE_DUE, {"now": now, "limit": limit})).fetchall()
-        return sorted((_job_from_row(row) for row in rows), key=lambda j: j.run_at)
+        promoted = sorted((_job_from_row(row) for row in rows), key=lambda j: j.run_at)
+        if any(j.concurrency_key is not None for j in promoted):
+            async with transaction(self._pool) as conn:
+                promoted = await flow.gate_promoted(conn, promoted, now)
+        return promoted
 
-    async def claim(self, job_ids: Sequence[str], *, worker_id: str, now: datetime,
-                    lease_seconds: float) -> list[Job]:
+    async def claim(self, job_ids: Sequence[str], *, worker_id: str, now: datetime, lease_seconds: float,
+                    limited: Collection[str] = ()) -> list[Job]:
         ids = _uuids(job_ids)
         if not ids:
             return []
-        params = {"ids": ids, "worker": worker_id, "now": now,
+        params = {"ids": ids, "worker": worker_id, "now": now, "limited": sorted(limited),
                   "expires_at": now + timedelta(seconds=lease_seconds)}
         async with connection(self._pool) as conn:
-            rows = await (await conn.execute(sql.CLAIM, params)).fetchall()
+            claimed = [_job_from_row(row) for row in await (await conn.execute(sql.CLAIM, params)).fetchall()]
+        # Ids left over are stale or duplicates (usually) or jobs flow control counts (keyed, held, limited queue).
+        started = {job.id for job in claimed}
+        left = [key for key in ids if str(key) not in started]
+        if left:
+            async with transaction(self._pool) as conn:
+                claimed += await flow.claim_gated(conn, left, params, limited)
         order = {str(key): i for i, key in enumerate(ids)}
-        return sorted((_job_from_row(row) for row in rows), key=lambda j: order[j.id])
+        return sorted(claimed, key=lambda j: order[j.id])
 
     async def renew(self, leases: Sequence[tuple[str, int]], *, now: datetime,
                     lease_seconds: float) -> list[str]:
@@ -117,16 +130,24 @@ class PgJobRepository:
                 renewed = {str(row["id"]) for row in await (await conn.execute(sql.RENEW, params)).fetchall()}
         return [job_id for job_id, _ in leases if str(as_uuid(job_id)) not in renewed]
 
-    async def finish(self, outcomes: Sequence[Finished], *, now: datetime) -> list[str]:
+    async def finish(self, outcomes: Sequence[Finished], *, now: datetime,
+                     limited: Collection[str] = ()) -> Recorded:
         if not outcomes:
-            return []
+            return Recorded(refused=[], woken=[])
         jobs = Json([outcome_record(item.job) for item in outcomes])
         runs = Json([run_record(item.run) for item in outcomes if item.run is not None])
+        keys = {item.job.concurrency_key for item in outcomes if item.job.concurrency_key is not None}
+        queues = {item.job.queue for item in outcomes if item.job.queue in limited}
+        woken: list[Job] = []
         async with transaction(self._pool) as conn:
+            if keys or queues:  # slots of keys or limited queues free: wake their held jobs in this transaction
+                await flow.lock_for_waking(conn, keys, queues)
             params = {"ids": [item.job.id for item in outcomes], "jobs": jobs, "runs": runs, "now": now}
             rows = await (await conn.execute(sql.FINISH_JOBS, params)).fetchall()
+            if keys or queues:
+                woken = await flow.wake(conn, now, keys=keys, queues=queues)
         written = {str(row["id"]) for row in rows}
-        return [item.job.id for item in outcomes if item.job.id not in written]
+        return Recorded(refused=[item.job.id for item in outcomes if item.job.id not in written], woken=woken)
 
     async def expired(self, now: datetime, limit: int) -> list[Job]:
         async with connection(self._pool) as conn:
@@ -137,7 +158,13 @@ class PgJobRepository:
         params = {"now": now, "older_than": older_than, "limit": limit}
         async with connection(self._pool) as conn:
             rows = await (await conn.execute(sql.REDISPATCH, params)).fetchall()
-        return sorted((_job_from_row(row) for row in rows), key=lambda j: j.created_at)
+        return sorted((_job_from_row(row) for row in rows if row["held_for"] is None), key=lambda j: j.created_at)
+
+    async def wake(self, now: datetime, *, limit: int, queue: str | None = None,
+                   held_before: datetime | None = None) -> list[Job]:
+        async with connection(self._pool) as conn:
+            keys, queues = await flow.held_names(conn, limit) if queue is None else ([], [queue])
+            return await flow.wake(conn, now, keys=keys, queues=queues, limit=limit, held_before=held_before)
 
     async def next_due_at(self) -> datetime | None:
         async with connection(self._pool) as conn:
@@ -166,12 +193,14 @@ class PgJobRepository:
         return [QueueStats(queue=queue, counts=e["counts"], oldest_queued_at=e["oldest"],
                            finished_last_minute=e["done"]) for queue, e in sorted(stats.items())]
 
-    async def save_many(self, changes: Sequence[Finished]) -> list[str]:
+    async def save_many(self, changes: Sequence[Finished]) -> Recorded:
         if not changes:
-            return []
+            return Recorded(refused=[], woken=[])
         async with transaction(self._pool) as conn:
+            keys, queues = await _freeing(conn, [item.job for item in changes])
             written = await write_jobs(conn, sql.SAVE_JOBS, changes, {})
-        return [item.job.id for item in changes if item.job.id not in written]
+            woken = await flow.wake(conn, max(item.job.updated_at for item in changes), keys=keys, queues=queues)
+        return Recorded(refused=[item.job.id for item in changes if item.job.id not in written], woken=woken)
 
     async def throughput(self, since: datetime, bucket: timedelta) -> list[Throughput]:
         async with connection(self._pool) as conn:
@@ -194,6 +223,17 @@ async def _insert(conn: Connection, jobs: Sequence[Job]) -> set[str] | None:
         for job in jobs:
             await copy.write_row(job_copy_row(job))
     return None
+
+
+async def _freeing(conn: Connection, jobs: Sequence[Job]) -> tuple[set[str], set[str]]:
+    """Keys and limiting queues whose slots these written jobs leave (now neither running nor dispatched),
+    locked for waking before the write (flow_sql.py: locks before rows, so nothing deadlocks)."""
+    leaving = [job for job in jobs if not flow.in_flight(job)]
+    keys = {job.concurrency_key for job in leaving if job.concurrency_key is not None}
+    queues = await flow.limiting(conn, {job.queue for job in leaving})
+    if keys or queues:
+        await flow.lock_for_waking(conn, keys, queues)
+    return keys, queues
 
 
 def _filter_name(name: str, value: object) -> str:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from domain.errors import InvalidInput
-from domain.job import Job, JobSpec, Lease, Outcome, Run, State
+from domain.job import Hold, Job, JobSpec, Lease, Outcome, Run, State
 from domain.retry import Backoff
 from domain.schedule import Fate, MisfirePolicy, Occurrence, OverlapPolicy, Schedule, ScheduleSpec
 
@@ -77,7 +77,8 @@ def _job_from_row(row: Row) -> Job:
         result=row["result"], last_error=row["last_error"], created_at=row["created_at"].astimezone(UTC),
         updated_at=row["updated_at"].astimezone(UTC), started_at=_utc(row["started_at"]),
         finished_at=_utc(row["finished_at"]), dispatched_at=_utc(row["dispatched_at"]), lease=lease,
-        version=row["version"],
+        version=row["version"], held_at=_utc(row["held_at"]),
+        held_for=None if row["held_for"] is None else Hold(row["held_for"]),
     )
 
 
@@ -94,6 +95,7 @@ def job_record(job: Job) -> Row:
         "finished_at": _iso(job.finished_at), "dispatched_at": _iso(job.dispatched_at),
         "lease_worker": lease.worker_id if lease else None, "lease_token": lease.token if lease else None,
         "lease_expires_at": _iso(lease.expires_at) if lease else None, "version": job.version,
+        "held_at": _iso(job.held_at), "held_for": _str(job.held_for),
     }
 
 
@@ -106,7 +108,8 @@ def job_copy_row(job: Job) -> tuple[Any, ...]:
         job.scheduled_for, job.concurrency_key, job.concurrency_limit,
         None if job.result is None else json.dumps(job.result), job.last_error, job.created_at, job.updated_at,
         job.started_at, job.finished_at, job.dispatched_at, lease.worker_id if lease else None,
-        lease.token if lease else None, lease.expires_at if lease else None, job.version,
+        lease.token if lease else None, lease.expires_at if lease else None, job.version, job.held_at,
+        _str(job.held_for),
     )
 
 

@@ -15,7 +15,7 @@ from psycopg import errors
 from psycopg.rows import DictRow
 from psycopg.types.json import Json
 
-from adapters.postgres import sql
+from adapters.postgres import flow, sql
 from adapters.postgres.job_repository import write_jobs
 from adapters.postgres.pool import Pool, connection, transaction
 from adapters.postgres.rows import (
@@ -161,7 +161,7 @@ async def _save(conn: Connection, schedules: Sequence[Schedule]) -> None:
 
 async def _persist(conn: Connection, firings: Sequence[Firing], *, now: datetime) -> list[Job]:
     """Record firings inside the caller's transaction; the jobs actually stored come back."""
-    jobs = [job for firing in firings for job in firing.jobs]
+    jobs = await flow.gate_new(conn, [job for firing in firings for job in firing.jobs], now)
     stored: set[str] = set()
     if jobs:
         try:

@@ -15,7 +15,7 @@ JOB_COLUMNS: Final[LiteralString] = (
     "id, task, payload, queue, priority, run_at, state, attempt, max_attempts, backoff, timeout_seconds,"
     " idempotency_key, schedule_id, scheduled_for, concurrency_key, concurrency_limit, result, last_error,"
     " created_at, updated_at, started_at, finished_at, dispatched_at, lease_worker, lease_token,"
-    " lease_expires_at, version"
+    " lease_expires_at, version, held_at, held_for"
 )
 _JOB_SET: Final[LiteralString] = (
     "task = new.task, payload = new.payload, queue = new.queue, priority = new.priority, run_at = new.run_at,"
@@ -25,7 +25,8 @@ _JOB_SET: Final[LiteralString] = (
     " concurrency_limit = new.concurrency_limit, result = new.result, last_error = new.last_error,"
     " created_at = new.created_at, updated_at = new.updated_at, started_at = new.started_at,"
     " finished_at = new.finished_at, dispatched_at = new.dispatched_at, lease_worker = new.lease_worker,"
-    " lease_token = new.lease_token, lease_expires_at = new.lease_expires_at, version = new.version"
+    " lease_token = new.lease_token, lease_expires_at = new.lease_expires_at, version = new.version,"
+    " held_at = new.held_at, held_for = new.held_for"
 )
 _RUN_COLUMNS: Final[LiteralString] = "job_id, attempt, worker_id, started_at, finished_at, outcome, error"
 _NEW_JOBS: Final[LiteralString] = "SELECT * FROM json_populate_recordset(NULL::jobs, %(jobs)s::json)"
@@ -105,9 +106,14 @@ RETURNING *"""
 # primary key first; comparing the state to the one read there (not to the literal 'queued') keeps the planner
 # from scanning every queued job through a partial index, which it would do whenever its statistics say that
 # few jobs are queued (a fresh table, or one analysed between bursts). The comparison is re-checked on the
-# locked row, so a job claimed concurrently is skipped.
+# locked row, so a job claimed concurrently is skipped. Flow control: only jobs that no limit counts are ready here
+# (no concurrency key, not held, of a queue the worker does not know to limit starts); the claim hands the others
+# to the gated claim (flow_sql.CLAIM_GATED), so an unlimited deployment pays nothing for it.
 CLAIM: Final = """
-WITH wanted AS MATERIALIZED (SELECT id, state, state = 'queued' AS ready FROM jobs WHERE id = ANY(%(ids)s::uuid[]))
+WITH wanted AS MATERIALIZED (
+    SELECT id, state, state = 'queued' AND held_for IS NULL AND concurrency_key IS NULL
+                      AND queue <> ALL(%(limited)s::text[]) AS ready
+    FROM jobs WHERE id = ANY(%(ids)s::uuid[]))
 UPDATE jobs SET state = 'running', attempt = attempt + 1, version = version + 1, updated_at = %(now)s,
     started_at = %(now)s, finished_at = NULL, lease_worker = %(worker)s, lease_token = version + 1,
     lease_expires_at = %(expires_at)s
@@ -126,10 +132,16 @@ SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at <= %(now)s
 ORDER BY lease_expires_at LIMIT %(limit)s"""
 
 # A range scan of jobs_queued_dispatched from the oldest dispatch: it reads the stale jobs only (a queued job
-# always has dispatched_at, CHECK jobs_queued_dispatched, V003), then updates them by primary key.
+# always has dispatched_at, CHECK jobs_queued_dispatched, V003; held jobs are not dispatched and not in the index,
+# V004), then updates them by primary key. A job of a paused queue is held instead of sent again: no worker pops a
+# paused queue, and its resume wakes what it holds.
 REDISPATCH: Final = """
-UPDATE jobs SET dispatched_at = %(now)s
-WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE state = 'queued' AND dispatched_at < %(older_than)s
+UPDATE jobs SET dispatched_at = %(now)s,
+    held_at = CASE WHEN queue = ANY(ARRAY(SELECT queue FROM queue_settings WHERE paused))
+                   THEN %(now)s::timestamptz END,
+    held_for = CASE WHEN queue = ANY(ARRAY(SELECT queue FROM queue_settings WHERE paused)) THEN 'queue' END
+WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE state = 'queued' AND held_for IS NULL
+                     AND dispatched_at < %(older_than)s
                      ORDER BY dispatched_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED))
 RETURNING *"""
 

@@ -132,8 +132,8 @@ class JobRepositoryContract:
         ok, bad = await running(jobs), await running(jobs, max_attempts=1)
         done, run_ok = ok.succeed(token=ok.version, now=at(3), result={"sum": 3})
         failed, run_bad = bad.fail(token=bad.version, now=at(4), error="boom")
-        refused = await jobs.finish([Finished(job=done, run=run_ok), Finished(job=failed, run=run_bad)], now=at(4))
-        assert refused == []
+        recorded = await jobs.finish([Finished(job=done, run=run_ok), Finished(job=failed, run=run_bad)], now=at(4))
+        assert recorded.refused == [] and recorded.woken == []
         assert await jobs.get(ok.id) == done
         assert (await jobs.get(bad.id)).state is State.FAILED
         [run] = await jobs.runs(ok.id)
@@ -147,11 +147,11 @@ class JobRepositoryContract:
         outcomes = [Finished(job=j.succeed(token=j.version, now=at(2))[0], run=None)
                     for j in (cancelled_one, fine)]
         late = expired_one.succeed(token=expired_one.version, now=at(2))[0]
-        refused = await jobs.finish([*outcomes, Finished(job=late, run=None)], now=at(LEASE + 1))
+        refused = (await jobs.finish([*outcomes, Finished(job=late, run=None)], now=at(LEASE + 1))).refused
         assert sorted(refused) == sorted([cancelled_one.id, expired_one.id, fine.id])
         assert (await jobs.get(cancelled_one.id)).state is State.CANCELLED
-        refused = await jobs.finish([Finished(job=fine.succeed(token=fine.version, now=at(2))[0], run=None)],
-                                    now=at(2))
+        refused = (await jobs.finish([Finished(job=fine.succeed(token=fine.version, now=at(2))[0], run=None)],
+                                     now=at(2))).refused
         assert refused == [] and (await jobs.get(fine.id)).state is State.SUCCEEDED
         assert [r.outcome for r in await jobs.runs(cancelled_one.id)] == [Outcome.CANCELLED]
 
@@ -162,7 +162,7 @@ class JobRepositoryContract:
         await jobs.save(lost, run)
         assert lost.state is State.RETRY
         late = job.succeed(token=job.version, now=at(LEASE - 1))[0]
-        assert await jobs.finish([Finished(job=late, run=None)], now=at(LEASE - 1)) == [job.id]
+        assert (await jobs.finish([Finished(job=late, run=None)], now=at(LEASE - 1))).refused == [job.id]
         assert [r.outcome for r in await jobs.runs(job.id)] == [Outcome.LOST]
 
     async def test_expired_lists_only_running_jobs_past_their_lease(self, jobs) -> None:
@@ -224,19 +224,19 @@ class JobRepositoryContract:
         cancelled, run = busy.cancel(now=at(2))
         changes = [Finished(job=waiting.cancel(now=at(2))[0], run=None), stale, Finished(job=cancelled, run=run),
                    unknown]
-        assert sorted(await jobs.save_many(changes)) == sorted([moved.id, unknown.job.id])
+        assert sorted((await jobs.save_many(changes)).refused) == sorted([moved.id, unknown.job.id])
         assert (await jobs.get(waiting.id)).state is State.CANCELLED
         assert (await jobs.get(moved.id)).finished_at == at(1)
         assert await jobs.get(busy.id) == cancelled
         assert [r.outcome for r in await jobs.runs(busy.id)] == [Outcome.CANCELLED]
-        assert await jobs.save_many([]) == []
+        assert (await jobs.save_many([])).refused == []
 
     async def test_throughput_counts_finished_jobs_per_queue_state_and_bucket(self, jobs) -> None:
         async def finish(at_seconds: float, queue: str, ok: bool = True) -> None:
             job = await running(jobs, at(at_seconds - 1), queue=queue, max_attempts=1)
             done, run = (job.succeed(token=job.version, now=at(at_seconds)) if ok
                          else job.fail(token=job.version, now=at(at_seconds), error="boom"))
-            assert await jobs.finish([Finished(job=done, run=run)], now=at(at_seconds)) == []
+            assert (await jobs.finish([Finished(job=done, run=run)], now=at(at_seconds))).refused == []
 
         await finish(-30, "q1")  # before the window
         await finish(10, "q1")

@@ -110,7 +110,8 @@ async def test_claims_and_outcomes_touch_only_their_own_rows_whatever_the_statis
     claimed = await jobs.claim([j.id for j in made[:2000]], worker_id="w", now=at(1), lease_seconds=LEASE)
     done = [Finished(job=new, run=run) for new, run in
             (j.succeed(token=j.version, now=at(2)) for j in claimed[:2])]
-    claim = {"ids": [uuid.UUID(j.id) for j in made[2000:2002]], "worker": "w", "now": at(2), "expires_at": at(99)}
+    claim = {"ids": [uuid.UUID(j.id) for j in made[2000:2002]], "worker": "w", "now": at(2), "expires_at": at(99),
+             "limited": []}
     finish = {"ids": [f.job.id for f in done], "jobs": Json([outcome_record(f.job) for f in done]),
               "runs": Json([run_record(f.run) for f in done if f.run]), "now": at(2)}
     async with await psycopg.AsyncConnection.connect(pg_url) as conn:
@@ -215,7 +216,7 @@ async def test_results_and_errors_round_trip(jobs: PgJobRepository) -> None:
     await jobs.add([job])
     [running] = await jobs.claim([job.id], worker_id="w", now=at(1), lease_seconds=LEASE)
     done, run = running.succeed(token=running.version, now=at(2), result=["a", {"b": None}])
-    assert await jobs.finish([Finished(job=done, run=run)], now=at(2)) == []
+    assert (await jobs.finish([Finished(job=done, run=run)], now=at(2))).refused == []
     assert await jobs.get(job.id) == done
     assert (await jobs.runs(job.id))[0].duration_seconds == 1.0
 

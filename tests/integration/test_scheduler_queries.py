@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -66,6 +66,9 @@ QUERIES: list[tuple[str, str, dict[str, Any], int]] = [
 ]
 
 
+PG_TYPES = {datetime: "timestamptz", int: "bigint"}  # the types psycopg sends these values as
+
+
 def _prepared(query: str) -> tuple[str, list[str]]:
     """The query with $n placeholders for PREPARE, and the parameter names in $n order."""
     names: list[str] = []
@@ -84,7 +87,8 @@ async def _plan(conn: psycopg.AsyncConnection[Any], query: str, params: dict[str
     else:  # as the scheduler's sessions run it: prepared, planned once for any values (pool generic_plans)
         text, names = _prepared(query)
         await conn.execute("DEALLOCATE ALL")
-        await conn.execute(compose.SQL("PREPARE q AS {}").format(compose.SQL(text)))  # type: ignore[arg-type]
+        types = "(" + ", ".join(PG_TYPES[type(params[n])] for n in names) + ")" if names else ""
+        await conn.execute(compose.SQL("PREPARE q" + types + " AS {}").format(compose.SQL(text)))  # type: ignore[arg-type]
         arguments = compose.SQL(", ").join(compose.Literal(params[n]) for n in names)
         explain = "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE q" + ("({})" if names else "")
         cur = await conn.execute(compose.SQL(explain).format(arguments))  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from adapters.memory.dispatcher import InMemoryDispatcher
 from adapters.memory.jobs import InMemoryJobRepository
 from application.bulk_jobs import CANCELLABLE, RETRYABLE, CancelJobs, RetryJobs
 from application.identity import new_id
-from application.ports import Finished, JobFilter
+from application.ports import Finished, JobFilter, Recorded
 from application.throughput import QueueThroughput
 from domain.errors import InvalidInput
 from domain.job import Job, JobSpec, State
@@ -98,7 +98,7 @@ async def test_jobs_changed_meanwhile_are_reported_as_skipped() -> None:
     store.add_now([a, b])
 
     class Racing(InMemoryJobRepository):
-        async def save_many(self, changes: list[Finished]) -> list[str]:  # type: ignore[override]
+        async def save_many(self, changes: list[Finished]) -> Recorded:  # type: ignore[override]
             store.save_now(store.rows[b.id].start(worker_id="w", now=T0, lease_seconds=30))  # b moves first
             return await store.save_many(changes)
 

@@ -218,11 +218,11 @@ class Flaky:
         self._check()
         return await self.jobs.renew(*args, **kwargs)  # type: ignore[attr-defined]
 
-    async def finish(self, outcomes: list[Finished], *, now: object) -> object:
+    async def finish(self, outcomes: list[Finished], *, now: object, limited: object = ()) -> object:
         self._check()
         if any(item.job.id in self.poison for item in outcomes):
             raise ValueError("invalid input syntax for type json (test)")
-        return await self.jobs.finish(outcomes, now=now)  # type: ignore[attr-defined]
+        return await self.jobs.finish(outcomes, now=now, limited=limited)  # type: ignore[attr-defined]
 
 
 def flaky_worker(stack: Stack, flaky: Flaky, **settings: object) -> Worker:

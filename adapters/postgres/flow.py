@@ -1,0 +1,102 @@
+"""Flow control on PostgreSQL (adapters/postgres/flow_sql.py says how the locks make it safe): the gated claim,
+dispatch gating of new and promoted jobs, and waking held jobs. Functions over a connection, so that the job and
+schedule repositories run them inside their own transactions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import psycopg
+from psycopg.rows import DictRow
+
+from adapters.postgres import flow_sql
+from adapters.postgres.rows import _job_from_row
+from domain.flow import admit
+from domain.job import Job, State
+
+Connection = psycopg.AsyncConnection[DictRow]
+WAKE_LIMIT: Final = 10_000
+
+
+def gated(job: Job, limited: Collection[str]) -> bool:
+    """Does the job's start have to be counted (a key, or a queue the caller knows to limit starts)?"""
+    return job.concurrency_key is not None or job.queue in limited
+
+
+def in_flight(job: Job) -> bool:
+    """Does the job hold a slot of its key: running, or dispatched (queued, not held)?"""
+    return job.state is State.RUNNING or (job.state is State.QUEUED and not job.held)
+
+
+async def claim_gated(conn: Connection, ids: list[uuid.UUID], params: dict[str, Any],
+                      limited: Collection[str]) -> list[Job]:
+    """Inside the caller's transaction: lock the keys and limiting queues of the queued jobs among `ids`, then
+    start those within their limits and hold the others. `params` are the claim's (worker, now, expires_at)."""
+    row = await (await conn.execute(flow_sql.CLAIM_LOCKS, {"ids": ids, "limited": list(limited)})).fetchone()
+    if row is None or row["candidates"] == 0:
+        return []
+    rows = await (await conn.execute(flow_sql.CLAIM_GATED, {**params, "ids": ids})).fetchall()
+    return [_job_from_row(r) for r in rows]
+
+
+async def gate_new(conn: Connection, jobs: Sequence[Job], now: datetime) -> list[Job]:
+    """Dispatch gating, inside the caller's transaction: of the queued keyed jobs about to be stored, those beyond
+    their key's room in flight are held instead (a key never has more than its limit dispatched or running)."""
+    keyed = [j for j in jobs if j.state is State.QUEUED and j.concurrency_key is not None and not j.held]
+    if not keyed:
+        return list(jobs)
+    marked = {job.id: job for job in await _verdict(conn, keyed, now, deciding=[])}
+    return [marked.get(j.id, j) for j in jobs]
+
+
+async def gate_promoted(conn: Connection, promoted: Sequence[Job], now: datetime) -> list[Job]:
+    """Dispatch gating of jobs just promoted (already stored queued): hold those beyond their key's room."""
+    keyed = [j for j in promoted if j.concurrency_key is not None and not j.held]
+    if not keyed:
+        return list(promoted)
+    held = [j for j in await _verdict(conn, keyed, now, deciding=[j.id for j in keyed]) if j.held]
+    if held:
+        await conn.execute(flow_sql.HOLD, {"ids": [j.id for j in held], "now": now})
+    marked = {job.id: job for job in held}
+    return [marked.get(j.id, j) for j in promoted]
+
+
+async def _verdict(conn: Connection, keyed: list[Job], now: datetime, *, deciding: list[str]) -> list[Job]:
+    keys = sorted({j.concurrency_key for j in keyed if j.concurrency_key is not None})
+    await conn.execute(flow_sql.LOCK_FOR_HOLDING, {"keys": keys, "queues": []})
+    params = {"keys": keys, "now": now, "deciding": deciding}
+    busy = {row["key"]: row["busy"] for row in await (await conn.execute(flow_sql.IN_FLIGHT, params)).fetchall()}
+    admitted, held = admit(keyed, key_busy=busy)
+    return admitted + [job.hold(now=now, reason=reason) for job, reason in held]
+
+
+async def lock_for_waking(conn: Connection, keys: Collection[str], queues: Collection[str]) -> None:
+    await conn.execute(flow_sql.LOCK_FOR_WAKING, {"keys": sorted(keys), "queues": sorted(queues)})
+
+
+async def limiting(conn: Connection, queues: Collection[str]) -> set[str]:
+    """The queues among these whose settings limit starts."""
+    if not queues:
+        return set()
+    rows = await (await conn.execute(flow_sql.LIMITING_QUEUES, {"queues": sorted(queues)})).fetchall()
+    return {row["queue"] for row in rows}
+
+
+async def wake(conn: Connection, now: datetime, *, keys: Collection[str], queues: Collection[str],
+               limit: int = WAKE_LIMIT, held_before: datetime | None = None) -> list[Job]:
+    """Held jobs of these keys and queues that have room now (held before `held_before`, if given): unheld, stamped
+    dispatched, returned."""
+    if not keys and not queues:
+        return []
+    params = {"now": now, "keys": sorted(keys), "queues": sorted(queues), "limit": limit, "held_before": held_before}
+    rows = await (await conn.execute(flow_sql.WAKE, params)).fetchall()
+    return [_job_from_row(row) for row in rows]
+
+
+async def held_names(conn: Connection, limit: int) -> tuple[list[str], list[str]]:
+    """The keys and the queues that have held jobs (at most `limit` of each)."""
+    rows = await (await conn.execute(flow_sql.HELD_NAMES, {"limit": limit})).fetchall()
+    return [r["name"] for r in rows if r["kind"] == "key"], [r["name"] for r in rows if r["kind"] == "queue"]

@@ -1,0 +1,86 @@
+"""The worker's side of flow control (SPEC §6, docs/design.md "Flow control"): which of its queues it may pop, and
+how many jobs of a rate-limited queue.
+
+The settings of the worker's queues are read from the repository every `refresh_every` seconds (one small query
+per worker per second), so a PATCH reaches every worker within a second without a restart. A paused queue is not
+popped (the claim would hold its jobs anyway). A queue with max_per_second is popped only for the tokens its
+shared bucket grants (StartRate); tokens of ids not found are given back. Without rate limits a pop is the one
+blocking pop of the dispatcher over all open queues, as without flow control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from attrs import define, field
+
+from application.ports import Dispatcher, QueueSettingsRepository, StartRate
+from domain.errors import Unavailable
+from domain.flow import QueueSettings
+
+
+@define
+class QueueGate:
+    settings: QueueSettingsRepository
+    rates: StartRate
+    queues: tuple[str, ...]
+    refresh_every: float = 1.0
+    poll: float = 0.1  # how soon an idle worker looks again at a rate-limited queue
+    known: dict[str, QueueSettings] = field(factory=dict)
+
+    async def refresh(self) -> None:
+        """Read the settings of this worker's queues (kept as they were when the read fails)."""
+        found = await self.settings.all()
+        self.known = {s.queue: s for s in found if s.queue in self.queues}
+
+    async def watch(self) -> None:
+        """One step of the worker's settings loop: refresh, then wait."""
+        await self.refresh()
+        await asyncio.sleep(self.refresh_every)
+
+    @property
+    def limited(self) -> frozenset[str]:
+        """The queues whose starts the claim must count (paused, or with max_running)."""
+        return frozenset(q for q, s in self.known.items() if s.limits_starts)
+
+    async def pop(self, dispatcher: Dispatcher, *, limit: int, timeout: float) -> list[str]:
+        """Up to `limit` ids from the first open queue that has some, within its rate; waits up to `timeout` s."""
+        open_queues = [q for q in self.queues if not self._paused(q)]
+        rated = {q: s for q in open_queues if (s := self.known.get(q)) is not None and s.max_per_second}
+        if not rated:
+            if open_queues:
+                return await dispatcher.pop(open_queues, limit=limit, timeout=timeout)
+            await asyncio.sleep(min(timeout, self.refresh_every))
+            return []
+        for queue in open_queues:
+            ids = await self._pop_one(dispatcher, queue, rated.get(queue), limit)
+            if ids:
+                return ids
+        plain = [q for q in open_queues if q not in rated]
+        wait = min(timeout, self.poll)
+        if plain:
+            return await dispatcher.pop(plain, limit=limit, timeout=wait)
+        await asyncio.sleep(wait)
+        return []
+
+    async def _pop_one(self, dispatcher: Dispatcher, queue: str, settings: QueueSettings | None,
+                       limit: int) -> list[str]:
+        if settings is None or settings.max_per_second is None:
+            return await dispatcher.pop([queue], limit=limit, timeout=0)
+        granted = await self.rates.take(queue, limit, rate=settings.max_per_second, burst=settings.burst)
+        if granted <= 0:
+            return []
+        ids: Sequence[str] = []
+        try:
+            ids = await dispatcher.pop([queue], limit=granted, timeout=0)
+        finally:
+            if len(ids) < granted:
+                with contextlib.suppress(Unavailable):  # a lost refund costs a little rate, never a limit
+                    await self.rates.refund(queue, granted - len(ids), burst=settings.burst)
+        return list(ids)
+
+    def _paused(self, queue: str) -> bool:
+        found = self.known.get(queue)
+        return found is not None and found.paused
