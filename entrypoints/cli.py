@@ -94,6 +94,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
         base = f"http://{host}:{port}"
         print(f"gnomon dev ({settings.backend} backend) is up.\n"
               f"  API:     {base}/v1\n  Docs:    {base}/schema  (OpenAPI: {base}/schema/openapi.json)\n"
+              f"  UI:      {base}/ui  (sign in with the token)\n"
               f"  Token:   {settings.api_tokens[0]}\n"
               f"  Try:     curl -H 'Authorization: Bearer {settings.api_tokens[0]}' {base}/v1/queues\n"
               f"  Stop:    Ctrl-C", flush=True)
