@@ -8,8 +8,10 @@ import pytest
 
 from adapters.postgres.job_repository import PgJobRepository
 from adapters.postgres.pool import Pool, create_pool, open_pool
+from adapters.postgres.queue_settings import PgQueueSettingsRepository
 from adapters.postgres.schedule_repository import PgScheduleRepository
-from application.ports import JobRepository, ScheduleRepository
+from application.ports import JobRepository, QueueSettingsRepository, ScheduleRepository
+from tests.contracts.flow import FlowControlContract
 from tests.contracts.repositories import JobRepositoryContract, ScheduleRepositoryContract
 
 
@@ -29,6 +31,15 @@ def jobs(pool: Pool) -> JobRepository:
 @pytest.fixture
 def schedules(pool: Pool) -> ScheduleRepository:
     return PgScheduleRepository(pool)
+
+
+@pytest.fixture
+def queue_settings(pool: Pool) -> QueueSettingsRepository:
+    return PgQueueSettingsRepository(pool)
+
+
+class TestPgFlowControl(FlowControlContract):
+    pass
 
 
 class TestPgJobRepository(JobRepositoryContract):

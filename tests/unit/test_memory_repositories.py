@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from adapters.memory.jobs import InMemoryJobRepository
+from adapters.memory.queue_settings import InMemoryQueueSettingsRepository
 from adapters.memory.schedules import InMemoryScheduleRepository
-from application.ports import JobRepository, ScheduleRepository
+from application.ports import JobRepository, QueueSettingsRepository, ScheduleRepository
+from tests.contracts.flow import FlowControlContract
 from tests.contracts.repositories import JobRepositoryContract, ScheduleRepositoryContract
 
 
@@ -23,6 +25,15 @@ def jobs(store: InMemoryJobRepository) -> JobRepository:
 @pytest.fixture
 def schedules(store: InMemoryJobRepository) -> ScheduleRepository:
     return InMemoryScheduleRepository(store)
+
+
+@pytest.fixture
+def queue_settings(store: InMemoryJobRepository) -> QueueSettingsRepository:
+    return InMemoryQueueSettingsRepository(store)
+
+
+class TestInMemoryFlowControl(FlowControlContract):
+    pass
 
 
 class TestInMemoryJobRepository(JobRepositoryContract):
