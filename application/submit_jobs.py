@@ -9,7 +9,7 @@ from typing import Final
 from attrs import frozen
 
 from application import reporting
-from application.identity import new_id
+from application.identity import new_ids
 from application.ports import NO_METRICS, Clock, Dispatcher, JobRepository, Metrics, Submitted, TaskRegistry, Wakeup
 from domain.errors import InvalidInput, Unavailable, UnknownTask
 from domain.job import Job, JobSpec, State
@@ -31,7 +31,8 @@ class SubmitJobs:
         """Store the jobs (all or nothing) and dispatch those due now. prefix=None names fields bare."""
         self._check(specs, prefix)
         now = self.clock.now()
-        submitted = await self.jobs.add([Job.create(new_id(now), spec, now=now) for spec in specs])
+        made = [Job.create(job_id, spec, now=now) for job_id, spec in zip(new_ids(now, len(specs)), specs, strict=True)]
+        submitted = await self.jobs.add(made)
         fresh = [s.job for s in submitted if s.created]
         reporting.submitted(self.metrics, fresh)
         await dispatch(self.dispatcher, [j for j in fresh if j.state is State.QUEUED])

@@ -48,6 +48,13 @@ class BackoffBody(Body):
                        jitter=self.jitter)
 
 
+DEFAULT_BACKOFF: Final = BackoffBody().to_domain()  # built once: Backoff is frozen, and most jobs take the default
+
+
+def _backoff(body: BackoffBody | None) -> Backoff:
+    return DEFAULT_BACKOFF if body is None else body.to_domain()
+
+
 class JobBody(Body):
     task: Text
     payload: Payload = msgspec.field(default_factory=dict)
@@ -70,7 +77,7 @@ class JobBody(Body):
             run_at = now + timedelta(seconds=self.delay_seconds)
         return JobSpec(task=self.task, payload=self.payload, queue=self.queue, priority=self.priority,
                        run_at=run_at, max_attempts=self.max_attempts,
-                       backoff=(self.backoff or BackoffBody()).to_domain(), timeout_seconds=self.timeout_seconds,
+                       backoff=_backoff(self.backoff), timeout_seconds=self.timeout_seconds,
                        idempotency_key=self.idempotency_key, concurrency_key=self.concurrency_key,
                        concurrency_limit=self.concurrency_limit)
 
@@ -105,7 +112,7 @@ class JobTemplateBody(Body):
 
     def to_spec(self) -> JobSpec:
         fields = msgspec.structs.asdict(self)
-        return JobSpec(**fields | {"backoff": (self.backoff or BackoffBody()).to_domain()})
+        return JobSpec(**fields | {"backoff": _backoff(self.backoff)})
 
 
 class ScheduleBody(Body):

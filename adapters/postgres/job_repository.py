@@ -21,7 +21,7 @@ from adapters.postgres.rows import (
     _run_from_row,
     as_uuid,
     cursor_uuid,
-    job_copy_row,
+    job_copy_rows,
     job_record,
     outcome_record,
     run_record,
@@ -220,8 +220,8 @@ async def _insert(conn: Connection, jobs: Sequence[Job]) -> set[str] | None:
         cur = await conn.execute(sql.INSERT_JOBS, {"jobs": Json([job_record(j) for j in jobs])})
         return {str(row["id"]) for row in await cur.fetchall()}
     async with conn.cursor().copy(sql.COPY_JOBS) as copy:
-        for job in jobs:
-            await copy.write_row(job_copy_row(job))
+        for row in job_copy_rows(jobs):
+            await copy.write_row(row)
     return None
 
 

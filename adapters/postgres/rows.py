@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,18 +100,31 @@ def job_record(job: Job) -> Row:
     }
 
 
-def job_copy_row(job: Job) -> tuple[Any, ...]:
-    """The job as a COPY row, in the order of sql.JOB_COLUMNS (jsonb columns as JSON text)."""
-    lease = job.lease
-    return (
-        job.id, job.task, json.dumps(job.payload), job.queue, job.priority, job.run_at, str(job.state), job.attempt,
-        job.max_attempts, _backoff_json(job.backoff), job.timeout_seconds, job.idempotency_key, job.schedule_id,
-        job.scheduled_for, job.concurrency_key, job.concurrency_limit,
-        None if job.result is None else json.dumps(job.result), job.last_error, job.created_at, job.updated_at,
-        job.started_at, job.finished_at, job.dispatched_at, lease.worker_id if lease else None,
-        lease.token if lease else None, lease.expires_at if lease else None, job.version, job.held_at,
-        _str(job.held_for),
-    )
+def job_copy_rows(jobs: Iterable[Job]) -> Iterator[tuple[Any, ...]]:
+    """The jobs as COPY rows, in the order of sql.JOB_COLUMNS: jsonb columns as JSON text, timestamps as ISO
+    text (the driver's own timestamp dumper costs five times as much), each distinct instant formatted once
+    (the jobs of a batch share their creation time)."""
+    formatted: dict[datetime, str] = {}
+
+    def iso(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        text = formatted.get(value)
+        if text is None:
+            text = formatted[value] = value.isoformat()
+        return text
+
+    for job in jobs:
+        lease = job.lease
+        yield (
+            job.id, job.task, json.dumps(job.payload), job.queue, job.priority, iso(job.run_at), str(job.state),
+            job.attempt, job.max_attempts, _backoff_json(job.backoff), job.timeout_seconds, job.idempotency_key,
+            job.schedule_id, iso(job.scheduled_for), job.concurrency_key, job.concurrency_limit,
+            None if job.result is None else json.dumps(job.result), job.last_error, iso(job.created_at),
+            iso(job.updated_at), iso(job.started_at), iso(job.finished_at), iso(job.dispatched_at),
+            lease.worker_id if lease else None, lease.token if lease else None,
+            iso(lease.expires_at) if lease else None, job.version, iso(job.held_at), _str(job.held_for),
+        )
 
 
 @functools.lru_cache(maxsize=256)
