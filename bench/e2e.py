@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import time
@@ -155,7 +154,7 @@ def rss_run(client: httpx.Client, url: str, workers: list[GnomonProcess], n: int
     since = datetime.now(UTC) - timedelta(seconds=1)
     samples: list[list[int]] = []
     chunk = 10_000
-    for i in range(0, n, chunk):
+    for _i in range(0, n, chunk):
         submit(client, [{"task": "noop"} for _ in range(chunk)])
         samples.append([rss_kb(w.pid) for w in workers])
     wait_done(url, n, since, timeout=1800)
