@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
@@ -349,3 +350,30 @@ async def until(condition, seconds: float = 3.0) -> None:  # type: ignore[no-unt
     while not condition():
         assert loop.time() < end, "condition never held"
         await asyncio.sleep(0.005)
+
+
+async def test_a_sync_handler_heartbeat_renews_the_lease_at_once() -> None:
+    stack = Stack()
+    proceed = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)  # debug mode refuses loop calls from another thread, as they are unsafe
+
+    def beating(payload: dict[str, object], ctx: object) -> str:
+        stack.clock.advance(5)
+        ctx.heartbeat()  # type: ignore[attr-defined]
+        asyncio.run_coroutine_threadsafe(proceed.wait(), loop).result(5)
+        return "ok"
+
+    stack.tasks.handlers["beating"] = beating
+    job_id = await submit(stack, task="beating")
+    async with working(stack.worker(heartbeat_seconds=60)):
+        await settle(stack, job_id, State.RUNNING)
+        for _ in range(200):
+            lease = (await stack.jobs.get(job_id)).lease
+            if lease is not None and lease.expires_at == stack.clock.now() + timedelta(seconds=30):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the heartbeat asked from a thread never renewed the lease")
+        proceed.set()
+        await settle(stack, job_id, State.SUCCEEDED)
