@@ -1,8 +1,11 @@
 """End-to-end benchmark of a real gnomon stack (issue 4): 1 API, 1 scheduler, 2 workers on this machine's
 PostgreSQL and Redis. Prints submit rate, end-to-end jobs/s (submit -> all `succeeded` with history) and the
 lateness of delayed jobs; with --peers, runs the peer harness in the same run and prints it alongside.
+With --limits (issue 7), flow control is configured but does not bind: the queue gets max_running and
+max_per_second far above what the stack reaches, and the S1 jobs carry concurrency keys (--keys of them) with
+limits no key reaches; compare its S1 figure with a run without the flag (bench/README.md, "Flow control").
 
-    python -m bench.e2e [--jobs 20000] [--concurrency 64] [--peers huey dramatiq] [--rss-jobs 200000]
+    python -m bench.e2e [--jobs 20000] [--concurrency 64] [--peers huey dramatiq] [--rss-jobs 200000] [--limits]
 """
 
 from __future__ import annotations
@@ -86,9 +89,21 @@ def pct(values: list[float], q: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-def s1(client: httpx.Client, url: str, n: int) -> dict:
+NOT_BINDING = {"max_running": 1_000_000, "max_per_second": 1_000_000}  # per queue, for --limits
+KEY_LIMIT = 100_000  # per concurrency key, for --limits
+
+
+def limit_queue(client: httpx.Client, queue: str = "default") -> None:
+    client.patch(f"/v1/queues/{queue}", json=NOT_BINDING).raise_for_status()
+    time.sleep(1.5)  # every worker reads the queue settings at least once a second
+
+
+def s1(client: httpx.Client, url: str, n: int, keys: int = 0) -> dict:
     since = datetime.now(UTC) - timedelta(seconds=1)
     jobs = [{"task": "noop", "payload": {"i": i}} for i in range(n)]
+    if keys:  # --limits: every job has a key, no key reaches its limit
+        jobs = [job | {"concurrency_key": f"tenant-{i % keys}", "concurrency_limit": KEY_LIMIT}
+                for i, job in enumerate(jobs)]
     t0 = time.time()
     submit(client, jobs)
     t1 = time.time()
@@ -183,6 +198,8 @@ def main() -> None:
     parser.add_argument("--peers", nargs="*", default=[])
     parser.add_argument("--rss-jobs", type=int, default=0)
     parser.add_argument("--skip-s2", action="store_true")
+    parser.add_argument("--limits", action="store_true", help="flow control configured, not binding (issue 7)")
+    parser.add_argument("--keys", type=int, default=64, help="concurrency keys of the S1 jobs with --limits")
     args = parser.parse_args()
     name, url = create_database()
     results: dict = {}
@@ -191,10 +208,12 @@ def main() -> None:
             procs = start_stack(stack, url, args.port, args.concurrency, args.workers)
             client = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120,
                                                       headers={"Authorization": f"Bearer {TOKEN}"}))
+            if args.limits:
+                limit_queue(client)
             submit(client, [{"task": "noop"} for _ in range(200)])  # warm-up
             time.sleep(2)
             before = cpu_snapshot(procs)
-            results["s1"] = s1(client, url, args.jobs)
+            results["s1"] = s1(client, url, args.jobs, keys=args.keys if args.limits else 0)
             after = cpu_snapshot(procs)
             results["s1"]["cpu_us_per_job"] = {k: round((after[k] - before[k]) / args.jobs * 1e6)
                                                for k in before}
