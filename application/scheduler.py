@@ -136,7 +136,10 @@ class SchedulerLoop:
     wakeup: Wakeup
     clock: Clock
     max_sleep: float = 2.0
-    max_backoff: float = 10.0  # seconds between attempts after failed ticks (1, 2, 4, ... up to this)
+    # Seconds between attempts after failed ticks: 0.5, 1, 2... up to this. Small, because a tick that fails
+    # fast (the database refuses connections) is cheap to retry, one that fails slowly already waited out the
+    # pool's timeout, and each second slept after PostgreSQL is back makes every due job a second late.
+    max_backoff: float = 2.0
     stats_every: float | None = None  # seconds between queue gauge updates; None: never
     stopping: asyncio.Event = field(factory=asyncio.Event)
     ticks: int = 0
@@ -153,7 +156,7 @@ class SchedulerLoop:
                 failures = 0
             except Exception as exc:  # whatever broke one tick, the next may succeed: never end the loop
                 failures += 1
-                delay = min(self.max_backoff, 2.0 ** (failures - 1))
+                delay = min(self.max_backoff, 0.5 * 2.0 ** (failures - 1))
                 expected = isinstance(exc, Unavailable | DomainError)
                 log.error("scheduler tick failed (%d in a row), retrying in %g s: %s", failures, delay,
                           exc if expected else repr(exc), exc_info=None if expected else exc)
