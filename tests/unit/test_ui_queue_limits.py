@@ -17,4 +17,4 @@ async def test_overview_shows_paused_queues_and_their_limits() -> None:
         plain = html.split(">plain</strong>", 1)[1].split("</tr>", 1)[0]
     assert "paused" in mail and "≤ 1,500 running" in mail and "≤ 2.5/s" in mail
     assert "≤ 10/s" in idle and "paused" not in idle
-    assert '<td class="limits"><span class="dim">–</span></td>' in plain
+    assert '<td class="limits"><span class="dim">\u2013</span></td>' in plain  # an en dash: no limits
