@@ -4,8 +4,10 @@ how many jobs of a rate-limited queue.
 The settings of the worker's queues are read from the repository every `refresh_every` seconds (one small query
 per worker per second), so a PATCH reaches every worker within a second without a restart. A paused queue is not
 popped (the claim would hold its jobs anyway). A queue with max_per_second is popped only for the tokens its
-shared bucket grants (StartRate); tokens of ids not found are given back. Without rate limits a pop is the one
-blocking pop of the dispatcher over all open queues, as without flow control.
+shared bucket grants (StartRate); tokens of ids not found are given back. A worker of one rate-limited queue waits
+on it holding its tokens (whoever holds tokens may start that many, so the rate still holds); a worker of several
+queues cannot wait on them all with tokens for one, so it looks again every `poll` seconds. Without rate limits a
+pop is the one blocking pop of the dispatcher over all open queues, as without flow control.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class QueueGate:
                 return await dispatcher.pop(open_queues, limit=limit, timeout=timeout)
             await asyncio.sleep(min(timeout, self.refresh_every))
             return []
+        if len(open_queues) == 1:  # one queue, rate-limited: wait on it with the tokens in hand, like a plain pop
+            [(queue, settings)] = rated.items()
+            return await self._pop_one(dispatcher, queue, settings, limit, timeout=timeout)
         for queue in open_queues:
             ids = await self._pop_one(dispatcher, queue, rated.get(queue), limit)
             if ids:
@@ -66,15 +71,19 @@ class QueueGate:
         return []
 
     async def _pop_one(self, dispatcher: Dispatcher, queue: str, settings: QueueSettings | None,
-                       limit: int) -> list[str]:
+                       limit: int, *, timeout: float = 0) -> list[str]:
+        """Pop the queue for the tokens its bucket grants; tokens not used go back. Without tokens, wait up to
+        `timeout` s for the next one instead (the caller pops again)."""
         if settings is None or settings.max_per_second is None:
-            return await dispatcher.pop([queue], limit=limit, timeout=0)
-        granted = await self.rates.take(queue, limit, rate=settings.max_per_second, burst=settings.burst)
+            return await dispatcher.pop([queue], limit=limit, timeout=timeout)
+        rate = settings.max_per_second
+        granted = await self.rates.take(queue, limit, rate=rate, burst=settings.burst)
         if granted <= 0:
+            await asyncio.sleep(min(timeout, max(0.005, 1 / rate)))
             return []
         ids: Sequence[str] = []
         try:
-            ids = await dispatcher.pop([queue], limit=granted, timeout=0)
+            ids = await dispatcher.pop([queue], limit=granted, timeout=timeout)
         finally:
             if len(ids) < granted:
                 with contextlib.suppress(Unavailable):  # a lost refund costs a little rate, never a limit
