@@ -119,6 +119,8 @@ async def _settle(future: Awaitable[Any]) -> Any:
 
 def check_storable(result: Any) -> None:
     """UnstorableResult unless `result` is JSON that PostgreSQL's jsonb accepts."""
+    if result is None or result is True or result is False:
+        return  # what most handlers return: nothing to encode
     try:
         encoded = json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as exc:

@@ -23,7 +23,7 @@ from adapters.postgres.rows import (
     cursor_uuid,
     job_copy_rows,
     job_record,
-    outcome_record,
+    outcome_records,
     run_record,
 )
 from application.ports import Finished, JobFilter, Page, QueueStats, Recorded, Submitted, Throughput
@@ -134,15 +134,14 @@ class PgJobRepository:
                      limited: Collection[str] = ()) -> Recorded:
         if not outcomes:
             return Recorded(refused=[], woken=[])
-        jobs = Json([outcome_record(item.job) for item in outcomes])
-        runs = Json([run_record(item.run) for item in outcomes if item.run is not None])
+        jobs = Json(outcome_records(outcomes))
         keys = {item.job.concurrency_key for item in outcomes if item.job.concurrency_key is not None}
         queues = {item.job.queue for item in outcomes if item.job.queue in limited}
         woken: list[Job] = []
         async with transaction(self._pool) as conn:
             if keys or queues:  # slots of keys or limited queues free: wake their held jobs in this transaction
                 await flow.lock_for_waking(conn, keys, queues)
-            params = {"ids": [item.job.id for item in outcomes], "jobs": jobs, "runs": runs, "now": now}
+            params = {"ids": [item.job.id for item in outcomes], "jobs": jobs, "now": now}
             rows = await (await conn.execute(sql.FINISH_JOBS, params)).fetchall()
             if keys or queues:
                 woken = await flow.wake(conn, now, keys=keys, queues=queues)

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from application.ports import Finished
 from domain.errors import InvalidInput
 from domain.job import Hold, Job, JobSpec, Lease, Outcome, Run, State
 from domain.retry import Backoff
@@ -102,18 +103,8 @@ def job_record(job: Job) -> Row:
 
 def job_copy_rows(jobs: Iterable[Job]) -> Iterator[tuple[Any, ...]]:
     """The jobs as COPY rows, in the order of sql.JOB_COLUMNS: jsonb columns as JSON text, timestamps as ISO
-    text (the driver's own timestamp dumper costs five times as much), each distinct instant formatted once
-    (the jobs of a batch share their creation time)."""
-    formatted: dict[datetime, str] = {}
-
-    def iso(value: datetime | None) -> str | None:
-        if value is None:
-            return None
-        text = formatted.get(value)
-        if text is None:
-            text = formatted[value] = value.isoformat()
-        return text
-
+    text (the driver's own timestamp dumper costs five times as much)."""
+    iso = _Instants()
     for job in jobs:
         lease = job.lease
         yield (
@@ -127,21 +118,46 @@ def job_copy_rows(jobs: Iterable[Job]) -> Iterator[tuple[Any, ...]]:
         )
 
 
+class _Instants:
+    """ISO text of instants, each distinct one formatted once: the jobs of a batch share their creation time,
+    the outcomes of a batch their start, and an outcome's job and run their end."""
+
+    def __init__(self) -> None:
+        self._formatted: dict[datetime, str] = {}
+
+    def __call__(self, value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        text = self._formatted.get(value)
+        if text is None:
+            text = self._formatted[value] = value.isoformat()
+        return text
+
+
 @functools.lru_cache(maxsize=256)
 def _backoff_json(backoff: Backoff) -> str:
     return json.dumps(backoff.as_dict())
 
 
-def outcome_record(job: Job) -> Row:
-    """What an outcome changes (sql._OUTCOME_COLUMNS), for json_to_recordset."""
-    lease = job.lease
-    return {
-        "id": job.id, "version": job.version, "state": str(job.state), "attempt": job.attempt,
-        "run_at": job.run_at.isoformat(), "result": job.result, "last_error": job.last_error,
-        "updated_at": job.updated_at.isoformat(), "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at), "lease_worker": lease.worker_id if lease else None,
-        "lease_token": lease.token if lease else None, "lease_expires_at": _iso(lease.expires_at) if lease else None,
-    }
+def outcome_records(outcomes: Iterable[Finished]) -> list[Row]:
+    """Each outcome as one record of sql._OUTCOME_COLUMNS: what it changes in the job (Job.succeed, fail and
+    release change nothing else) and the run it closed, if any."""
+    iso = _Instants()
+    records = []
+    for item in outcomes:
+        job, run, lease = item.job, item.run, item.job.lease
+        records.append({
+            "id": job.id, "version": job.version, "state": str(job.state), "attempt": job.attempt,
+            "run_at": iso(job.run_at), "result": job.result, "last_error": job.last_error,
+            "updated_at": iso(job.updated_at), "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
+            "lease_worker": lease.worker_id if lease else None, "lease_token": lease.token if lease else None,
+            "lease_expires_at": iso(lease.expires_at) if lease else None,
+            "run_attempt": run.attempt if run else None, "run_worker": run.worker_id if run else None,
+            "run_started_at": iso(run.started_at) if run else None,
+            "run_finished_at": iso(run.finished_at) if run else None,
+            "run_outcome": str(run.outcome) if run else None, "run_error": run.error if run else None,
+        })
+    return records
 
 
 def _run_from_row(row: Row) -> Run:

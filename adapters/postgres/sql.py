@@ -70,11 +70,12 @@ SAVE_JOBS: Final[LiteralString] = (
     " WHERE jobs.id = new.id AND jobs.version = new.version - 1 RETURNING jobs.id), "
     + _INSERT_RUNS_OF_WRITTEN + "SELECT id FROM written"
 )
-# An outcome (Job.succeed/fail/release) changes only these columns, so only they travel.
+# An outcome (Job.succeed/fail/release) changes only these columns, so only they travel, with the run it closed.
 _OUTCOME_COLUMNS: Final[LiteralString] = (
     "id uuid, version bigint, state text, attempt integer, run_at timestamptz, result jsonb, last_error text,"
     " updated_at timestamptz, started_at timestamptz, finished_at timestamptz, lease_worker text,"
-    " lease_token bigint, lease_expires_at timestamptz"
+    " lease_token bigint, lease_expires_at timestamptz, run_attempt integer, run_worker text,"
+    " run_started_at timestamptz, run_finished_at timestamptz, run_outcome text, run_error text"
 )
 # The fencing rule: still running under the lease the claim gave (token = version while running), unexpired.
 # A lease is set only while running (CHECK jobs_lease_running), so the token match implies `running`. Leaving
@@ -89,7 +90,10 @@ FINISH_JOBS: Final[LiteralString] = (
     " lease_token = new.lease_token, lease_expires_at = new.lease_expires_at, version = new.version FROM new"
     " WHERE jobs.id = ANY(%(ids)s::uuid[]) AND jobs.id = new.id AND jobs.version = new.version - 1"
     " AND jobs.lease_token = new.version - 1 AND jobs.lease_expires_at > %(now)s RETURNING jobs.id), "
-    + _INSERT_RUNS_OF_WRITTEN + "SELECT id FROM written"
+    "ran AS (INSERT INTO runs (" + _RUN_COLUMNS + ") SELECT id, run_attempt, run_worker, run_started_at,"
+    " run_finished_at, run_outcome, run_error FROM new"
+    " WHERE run_outcome IS NOT NULL AND id IN (SELECT id FROM written)) "
+    "SELECT id FROM written"
 )
 
 # The due ids are locked first (jobs_waiting_run_at, in run_at order), then updated through the primary key. An

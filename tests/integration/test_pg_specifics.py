@@ -17,7 +17,7 @@ from psycopg.types.json import Json
 from adapters.postgres import sql
 from adapters.postgres.job_repository import PgJobRepository
 from adapters.postgres.pool import Pool, create_pool, open_pool
-from adapters.postgres.rows import outcome_record, run_record
+from adapters.postgres.rows import outcome_records
 from adapters.postgres.schedule_repository import PgScheduleRepository
 from application.identity import new_id
 from application.ports import Finished, JobFilter
@@ -112,8 +112,7 @@ async def test_claims_and_outcomes_touch_only_their_own_rows_whatever_the_statis
             (j.succeed(token=j.version, now=at(2)) for j in claimed[:2])]
     claim = {"ids": [uuid.UUID(j.id) for j in made[2000:2002]], "worker": "w", "now": at(2), "expires_at": at(99),
              "limited": []}
-    finish = {"ids": [f.job.id for f in done], "jobs": Json([outcome_record(f.job) for f in done]),
-              "runs": Json([run_record(f.run) for f in done if f.run]), "now": at(2)}
+    finish = {"ids": [f.job.id for f in done], "jobs": Json(outcome_records(done)), "now": at(2)}
     async with await psycopg.AsyncConnection.connect(pg_url) as conn:
         for query, params in ((sql.CLAIM, claim), (sql.FINISH_JOBS, finish)):
             plan = await (await conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + query, params)).fetchone()
