@@ -16,25 +16,37 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from adapters.postgres import sql
 from domain.errors import Unavailable
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 
 
 def create_pool(conninfo: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0,
-                name: str = "gnomon") -> Pool:
-    """A closed pool of autocommit connections returning dict rows (open it with `open_pool`)."""
+                name: str = "gnomon", generic_plans: bool = False) -> Pool:
+    """A closed pool of autocommit connections returning dict rows (open it with `open_pool`).
+
+    generic_plans: plan each prepared statement once (plan_cache_mode = force_generic_plan) instead of again
+    at every execution. For the scheduler, whose few statements run many times a second and are written to
+    have one good plan whatever their parameters: PostgreSQL's default keeps re-planning them (their generic
+    plan's estimate looks worse than a custom one), and planning against statistics of a large table costs
+    more than executing a tick that finds nothing due."""
     kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
     # No check on borrow (a round trip each time, ~9% of a worker's CPU): a connection that died while idle
     # fails its first statement instead, `connection()` turns that into Unavailable and sweeps the pool.
     return AsyncConnectionPool(conninfo, kwargs=kwargs, min_size=min_size, max_size=max_size, open=False,
-                               timeout=timeout, name=name, configure=_configure)
+                               timeout=timeout, name=name, configure=_generic_plans if generic_plans else _configure)
 
 
 async def _configure(conn: psycopg.AsyncConnection[DictRow]) -> None:
     """Rows as the repositories want them, cheaply: uuids as the text they are in the domain (building a
     uuid.UUID and printing it again cost more than the rest of a row's columns)."""
     conn.adapters.register_loader("uuid", TextLoader)
+
+
+async def _generic_plans(conn: psycopg.AsyncConnection[DictRow]) -> None:
+    await _configure(conn)
+    await conn.execute(sql.GENERIC_PLANS)
 
 
 async def open_pool(pool: Pool, *, timeout: float = 30.0) -> None:
