@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
+import psycopg
 import pytest
 
 from adapters.memory.dispatcher import InMemoryDispatcher
+from adapters.postgres import flow_sql
 from adapters.postgres.job_repository import PgJobRepository
 from adapters.postgres.pool import Pool, connection, create_pool, open_pool
 from adapters.postgres.queue_settings import PgQueueSettingsRepository
@@ -22,6 +26,7 @@ from application.submit_jobs import dispatch
 from domain.flow import QueueSettings
 from domain.job import Job, JobSpec
 from tests.contracts.repositories import make_job
+from tests.integration.test_scheduler_queries import _plan
 
 KEYS = {"k1": 1, "k2": 2, "k3": 3}
 QUEUE_LIMIT = 4
@@ -166,3 +171,49 @@ async def test_a_claim_that_holds_and_a_finish_that_frees_never_strand_the_held_
         else:
             await claimer.save(final.cancel(now=now())[0])
     print(f"\nfates of the contended job: {outcomes}")
+
+
+def _read(node: dict[str, Any]) -> int:
+    """Rows a plan node and its children read from tables and indexes: output plus rows filters removed, per loop."""
+    own = 0
+    if "Scan" in node["Node Type"] and "Function" not in node["Node Type"] and "CTE" not in node["Node Type"]:
+        removed = node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Index Recheck", 0)
+        own = (node["Actual Rows"] + removed) * node.get("Actual Loops", 1)
+    return own + sum(_read(child) for child in node.get("Plans", []))
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plans", "generic plans"])
+async def test_flow_statements_read_what_they_handle_not_what_waits(pg_url: str, generic: bool) -> None:
+    """With 20,000 jobs queued and 6,000 held, the sweep's look for held keys and queues, the wake, the gated claim
+    and the in-flight count read rows in proportion to the keys and jobs at hand, not to the backlog. Generic plans
+    (what the scheduler's sessions use) for the statements the scheduler runs."""
+    pool = create_pool(pg_url, max_size=1)
+    await open_pool(pool)
+    jobs, keys = PgJobRepository(pool), [f"tenant-{i}" for i in range(50)]
+    try:
+        await jobs.add([make_job(now()) for _ in range(20_000)])
+        await jobs.add([make_job(now(), concurrency_key=keys[i % 50], concurrency_limit=2) for i in range(5000)])
+        await PgQueueSettingsRepository(pool).upsert(QueueSettings(queue="p", paused=True, updated_at=now()))
+        paused = [make_job(now(), queue="p") for _ in range(1000)]
+        await jobs.add(paused)
+        await jobs.claim([j.id for j in paused], worker_id="w", now=now(), lease_seconds=LEASE, limited=("p",))
+    finally:
+        await pool.close()
+    some = [uuid.UUID(j.id) for j in paused[:64]]
+    statements = [  # name, statement, parameters, rows it handles (the worker's claim last: no generic plan)
+        ("held keys and queues", flow_sql.HELD_NAMES, {"limit": 5000}, 51),
+        ("wake", flow_sql.WAKE, {"now": now(), "keys": keys, "queues": ["p"], "limit": 5000,
+                                 "held_before": now()}, 50 * 4),
+        ("in flight", flow_sql.IN_FLIGHT, {"now": now(), "keys": keys, "deciding": [uuid.UUID(int=1)]}, 50 * 2),
+        ("gated claim", flow_sql.CLAIM_GATED, {"ids": some, "now": now(), "worker": "w",
+                                               "expires_at": now()}, 64 * 2),
+    ]
+    async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+        await conn.execute("ANALYZE jobs")
+        await conn.commit()
+        read = {}
+        for name, query, params, handled in statements[:-1] if generic else statements:
+            read[name] = (_read(await _plan(conn, query, params, generic)), handled)
+            await conn.rollback()
+    print(f"\nrows read, rows handled: {read}")
+    assert all(rows <= 5 * handled + 50 for rows, handled in read.values()), read
