@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, LiteralString
 
 import psycopg
 from psycopg.rows import DictRow
@@ -33,13 +33,25 @@ def in_flight(job: Job) -> bool:
 
 async def claim_gated(conn: Connection, ids: list[uuid.UUID], params: dict[str, Any],
                       limited: Collection[str]) -> list[Job]:
-    """Inside the caller's transaction: lock the keys and limiting queues of the queued jobs among `ids`, then
-    start those within their limits and hold the others. `params` are the claim's (worker, now, expires_at)."""
-    row = await (await conn.execute(flow_sql.CLAIM_LOCKS, {"ids": ids, "limited": list(limited)})).fetchone()
-    if row is None or row["candidates"] == 0:
-        return []
-    rows = await (await conn.execute(flow_sql.CLAIM_GATED, {**params, "ids": ids})).fetchall()
-    return [_job_from_row(r) for r in rows]
+    """In one transaction: lock the keys and limiting queues of the queued jobs among `ids`, then start those within
+    their limits and hold the others. `params` are the claim's (worker, now, expires_at). Sent in one flush (pipeline
+    mode): the statements still run one after the other, each with its own snapshot, so the lock still comes first."""
+    async with conn.pipeline(), conn.transaction():
+        await conn.execute(flow_sql.CLAIM_LOCKS, {"ids": ids, "limited": list(limited)})
+        claimed = await conn.execute(flow_sql.CLAIM_GATED, {**params, "ids": ids})
+    return [_job_from_row(r) for r in await claimed.fetchall()]
+
+
+async def write_and_wake(conn: Connection, query: LiteralString, params: dict[str, Any], now: datetime,
+                         keys: Collection[str], queues: Collection[str]) -> tuple[list[DictRow], list[Job]]:
+    """In one transaction, sent in one flush (pipeline mode): lock the keys and queues for waking, run the write
+    `query` that frees their slots, wake what it made room for. The write's rows and the woken jobs come back."""
+    async with conn.pipeline(), conn.transaction():
+        await conn.execute(flow_sql.LOCK_FOR_WAKING, {"keys": sorted(keys), "queues": sorted(queues)})
+        written = await conn.execute(query, params)
+        woken = await conn.execute(flow_sql.WAKE, {"now": now, "keys": sorted(keys), "queues": sorted(queues),
+                                                   "limit": WAKE_LIMIT, "held_before": None})
+    return await written.fetchall(), [_job_from_row(r) for r in await woken.fetchall()]
 
 
 async def gate_new(conn: Connection, jobs: Sequence[Job], now: datetime) -> list[Job]:

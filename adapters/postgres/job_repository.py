@@ -114,7 +114,7 @@ class PgJobRepository:
         started = {job.id for job in claimed}
         left = [key for key in ids if str(key) not in started]
         if left:
-            async with transaction(self._pool) as conn:
+            async with connection(self._pool) as conn:
                 claimed += await flow.claim_gated(conn, left, params, limited)
         order = {str(key): i for i, key in enumerate(ids)}
         return sorted(claimed, key=lambda j: order[j.id])
@@ -138,13 +138,13 @@ class PgJobRepository:
         keys = {item.job.concurrency_key for item in outcomes if item.job.concurrency_key is not None}
         queues = {item.job.queue for item in outcomes if item.job.queue in limited}
         woken: list[Job] = []
-        async with transaction(self._pool) as conn:
-            if keys or queues:  # slots of keys or limited queues free: wake their held jobs in this transaction
-                await flow.lock_for_waking(conn, keys, queues)
-            params = {"ids": [item.job.id for item in outcomes], "jobs": jobs, "now": now}
-            rows = await (await conn.execute(sql.FINISH_JOBS, params)).fetchall()
-            if keys or queues:
-                woken = await flow.wake(conn, now, keys=keys, queues=queues)
+        params = {"ids": [item.job.id for item in outcomes], "jobs": jobs, "now": now}
+        if keys or queues:  # slots of keys or limited queues free: wake their held jobs in the same transaction
+            async with connection(self._pool) as conn:
+                rows, woken = await flow.write_and_wake(conn, sql.FINISH_JOBS, params, now, keys, queues)
+        else:
+            async with transaction(self._pool) as conn:
+                rows = await (await conn.execute(sql.FINISH_JOBS, params)).fetchall()
         written = {str(row["id"]) for row in rows}
         return Recorded(refused=[item.job.id for item in outcomes if item.job.id not in written], woken=woken)
 
