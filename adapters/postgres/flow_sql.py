@@ -37,10 +37,11 @@ CLAIM_GATED: Final = """
 WITH cand AS MATERIALIZED (
     SELECT id, queue, concurrency_key, concurrency_limit, priority, run_at FROM jobs
     WHERE id = ANY(%(ids)s::uuid[]) AND state = 'queued'),
-key_busy AS MATERIALIZED (
-    SELECT k.key, (SELECT count(*) FROM jobs AS r WHERE r.state = 'running' AND r.concurrency_key = k.key
-                   AND r.lease_expires_at > %(now)s) AS busy
-    FROM (SELECT DISTINCT concurrency_key AS key FROM cand WHERE concurrency_key IS NOT NULL) AS k),
+key_busy AS MATERIALIZED (  -- one pass over the running jobs of these keys, not one per key
+    SELECT r.concurrency_key AS key, count(*) AS busy FROM jobs AS r
+    WHERE r.state = 'running' AND r.lease_expires_at > %(now)s
+      AND r.concurrency_key = ANY(ARRAY(SELECT DISTINCT concurrency_key FROM cand WHERE concurrency_key IS NOT NULL))
+    GROUP BY r.concurrency_key),
 queue_room AS MATERIALIZED (
     SELECT s.queue, CASE WHEN s.paused THEN 0 ELSE s.max_running - (
         SELECT count(*) FROM jobs AS r WHERE r.state = 'running' AND r.queue = s.queue
@@ -49,7 +50,7 @@ queue_room AS MATERIALIZED (
     WHERE s.queue IN (SELECT queue FROM cand) AND (s.paused OR s.max_running IS NOT NULL)),
 by_key AS (
     SELECT c.id, c.queue, c.priority, c.run_at,
-           c.concurrency_key IS NULL OR kb.busy + row_number() OVER (
+           c.concurrency_key IS NULL OR coalesce(kb.busy, 0) + row_number() OVER (
                PARTITION BY c.concurrency_key ORDER BY c.priority DESC, c.run_at, c.id) <= c.concurrency_limit AS fits
     FROM cand AS c LEFT JOIN key_busy AS kb ON kb.key = c.concurrency_key),
 verdict AS MATERIALIZED (
@@ -78,12 +79,11 @@ LOCK_FOR_WAKING: Final = "SELECT count(pg_advisory_xact_lock_shared(lock)) AS n 
 
 # What each key has in flight - running under a live lease, or dispatched - leaving out the jobs being decided on.
 IN_FLIGHT: Final = """
-SELECT k AS key,
-       (SELECT count(*) FROM jobs AS r WHERE r.state = 'running' AND r.concurrency_key = k
-        AND r.lease_expires_at > %(now)s)
-     + (SELECT count(*) FROM jobs AS d WHERE d.state = 'queued' AND d.held_for IS NULL AND d.concurrency_key = k
-        AND d.id <> ALL(%(deciding)s::uuid[])) AS busy
-FROM unnest(%(keys)s::text[]) AS k"""
+SELECT concurrency_key AS key, count(*) AS busy FROM jobs
+WHERE concurrency_key = ANY(%(keys)s::text[])
+  AND ((state = 'running' AND lease_expires_at > %(now)s)
+       OR (state = 'queued' AND held_for IS NULL AND id <> ALL(%(deciding)s::uuid[])))
+GROUP BY concurrency_key"""
 
 # Promoted jobs that gating holds back.
 HOLD: Final = """
