@@ -5,6 +5,7 @@ lease, the heartbeats and the batches; this module only runs and judges."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -88,7 +89,7 @@ class Runner:
             raise
 
     def _call(self, handler: Any, payload: dict[str, Any], ctx: JobContext) -> Awaitable[Any]:
-        if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(type(handler).__call__):
+        if _is_async(handler):
             return handler(payload, ctx)
         # A thread that outlives its timeout or a drain keeps running (threads cannot be stopped); it sees
         # ctx.cancelled, and a call still waiting for a thread is cancelled with its asyncio future.
@@ -108,6 +109,20 @@ class Runner:
 
 class _TimedOut(Exception):
     pass
+
+
+_ASYNC: dict[Any, bool] = {}  # handler -> async or not: asked once per handler, not once per job
+
+
+def _is_async(handler: Any) -> bool:
+    try:
+        return _ASYNC[handler]
+    except (KeyError, TypeError):  # TypeError: an unhashable callable, asked every time
+        found = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(type(handler).__call__)
+        with contextlib.suppress(TypeError):
+            if len(_ASYNC) < 1024:
+                _ASYNC[handler] = found
+        return found
 
 
 async def _settle(future: Awaitable[Any]) -> Any:
