@@ -33,25 +33,21 @@ def in_flight(job: Job) -> bool:
 
 async def claim_gated(conn: Connection, ids: list[uuid.UUID], params: dict[str, Any],
                       limited: Collection[str]) -> list[Job]:
-    """In one transaction: lock the keys and limiting queues of the queued jobs among `ids`, then start those within
-    their limits and hold the others. `params` are the claim's (worker, now, expires_at). Sent in one flush (pipeline
-    mode): the statements still run one after the other, each with its own snapshot, so the lock still comes first."""
-    async with conn.pipeline(), conn.transaction():
-        await conn.execute(flow_sql.CLAIM_LOCKS, {"ids": ids, "limited": list(limited)})
-        claimed = await conn.execute(flow_sql.CLAIM_GATED, {**params, "ids": ids})
-    return [_job_from_row(r) for r in await claimed.fetchall()]
+    """Lock the keys and limiting queues of the queued jobs among `ids`, then start those within their limits and
+    hold the others, in one statement (V005's gnomon_claim_gated). It handles any job, limited or not. `params` are
+    the claim's (worker, now, expires_at)."""
+    params = {**params, "ids": ids, "limited": sorted(limited)}
+    return [_job_from_row(r) for r in await (await conn.execute(flow_sql.CLAIM_GATED, params)).fetchall()]
 
 
 async def write_and_wake(conn: Connection, query: LiteralString, params: dict[str, Any], now: datetime,
                          keys: Collection[str], queues: Collection[str]) -> tuple[list[DictRow], list[Job]]:
-    """In one transaction, sent in one flush (pipeline mode): lock the keys and queues for waking, run the write
-    `query` that frees their slots, wake what it made room for. The write's rows and the woken jobs come back."""
-    async with conn.pipeline(), conn.transaction():
-        await conn.execute(flow_sql.LOCK_FOR_WAKING, {"keys": sorted(keys), "queues": sorted(queues)})
-        written = await conn.execute(query, params)
-        woken = await conn.execute(flow_sql.WAKE, {"now": now, "keys": sorted(keys), "queues": sorted(queues),
-                                                   "limit": WAKE_LIMIT, "held_before": None})
-    return await written.fetchall(), [_job_from_row(r) for r in await woken.fetchall()]
+    """In one transaction: the write `query` that frees slots of these keys and queues (rows no holder touches:
+    running jobs), then the wake, which locks them shared before it looks. The write's rows and the woken jobs."""
+    async with conn.transaction():
+        written = await (await conn.execute(query, params)).fetchall()
+        woken = await wake(conn, now, keys=keys, queues=queues)
+    return written, woken
 
 
 async def gate_new(conn: Connection, jobs: Sequence[Job], now: datetime) -> list[Job]:
@@ -104,6 +100,8 @@ async def wake(conn: Connection, now: datetime, *, keys: Collection[str], queues
     if not keys and not queues:
         return []
     params = {"now": now, "keys": sorted(keys), "queues": sorted(queues), "limit": limit, "held_before": held_before}
+    # gnomon_wake locks them shared first: a waker in the caller's transaction, or the sweep (which then waits for
+    # a claim deciding on the same key, never for another waker)
     rows = await (await conn.execute(flow_sql.WAKE, params)).fetchall()
     return [_job_from_row(row) for row in rows]
 

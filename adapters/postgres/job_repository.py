@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
 
 import psycopg
-from attrs import define
+from attrs import define, field
 from psycopg import errors
 from psycopg import sql as compose
 from psycopg.rows import DictRow
@@ -36,6 +36,9 @@ Connection = psycopg.AsyncConnection[DictRow]
 @define
 class PgJobRepository:
     _pool: Pool
+    # A hint, never a rule: this process's last claim started keyed jobs, so the next one goes straight to the gated
+    # claim (which handles any job) instead of trying the one-statement claim first and finding nothing to start.
+    _keyed: bool = field(default=False, init=False)
 
     async def add(self, jobs: Sequence[Job]) -> list[Submitted]:
         if not jobs:
@@ -108,14 +111,20 @@ class PgJobRepository:
             return []
         params = {"ids": ids, "worker": worker_id, "now": now, "limited": sorted(limited),
                   "expires_at": now + timedelta(seconds=lease_seconds)}
-        async with connection(self._pool) as conn:
-            claimed = [_job_from_row(row) for row in await (await conn.execute(sql.CLAIM, params)).fetchall()]
-        # Ids left over are stale or duplicates (usually) or jobs flow control counts (keyed, held, limited queue).
-        started = {job.id for job in claimed}
-        left = [key for key in ids if str(key) not in started]
-        if left:
+        claimed: list[Job] = []
+        left = ids
+        if not limited and not self._keyed:  # nothing to count, as far as we know: the one-statement claim first
             async with connection(self._pool) as conn:
-                claimed += await flow.claim_gated(conn, left, params, limited)
+                claimed = [_job_from_row(row) for row in await (await conn.execute(sql.CLAIM, params)).fetchall()]
+            # Ids left over: stale or duplicates (usually), or jobs flow control counts (keyed, held, limited queue).
+            started = {job.id for job in claimed}
+            left = [key for key in ids if str(key) not in started]
+        if left:  # the gated claim handles any job; it is what a batch of keyed jobs needs at once
+            async with connection(self._pool) as conn:
+                gated = await flow.claim_gated(conn, left, params, limited)
+            if gated:  # all held or stale tells nothing: keep the hint as it was
+                self._keyed = any(job.concurrency_key is not None for job in gated)
+            claimed += gated
         order = {str(key): i for i, key in enumerate(ids)}
         return sorted(claimed, key=lambda j: order[j.id])
 

@@ -101,11 +101,11 @@ async def test_a_failing_migration_rolls_back_entirely(empty_pg_url: str, folder
 
 
 async def test_an_out_of_order_file_is_refused(empty_pg_url: str, folder: Path) -> None:
-    (folder / "V005__later.sql").write_text("SELECT 1;")
+    (folder / "V905__later.sql").write_text("SELECT 1;")  # after every real migration
     await migrate(empty_pg_url, directory=folder)
-    (folder / "V003__forgotten.sql").write_text("SELECT 1;")
+    (folder / "V903__forgotten.sql").write_text("SELECT 1;")  # before the last one applied
 
-    with pytest.raises(MigrationError, match=r"V003__forgotten\.sql"):
+    with pytest.raises(MigrationError, match=r"V903__forgotten\.sql"):
         await migrate(empty_pg_url, directory=folder)
 
 

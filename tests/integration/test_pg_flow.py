@@ -6,6 +6,7 @@ between a holder (claim, submit) and a waker (finish) - the advisory lock protoc
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import psycopg
 import pytest
 
 from adapters.memory.dispatcher import InMemoryDispatcher
-from adapters.postgres import flow_sql
+from adapters.postgres import flow_sql, sql
 from adapters.postgres.job_repository import PgJobRepository
 from adapters.postgres.pool import Pool, connection, create_pool, open_pool
 from adapters.postgres.queue_settings import PgQueueSettingsRepository
@@ -26,7 +27,6 @@ from application.submit_jobs import dispatch
 from domain.flow import QueueSettings
 from domain.job import Job, JobSpec
 from tests.contracts.repositories import make_job
-from tests.integration.test_scheduler_queries import _plan
 
 KEYS = {"k1": 1, "k2": 2, "k3": 3}
 QUEUE_LIMIT = 4
@@ -173,6 +173,33 @@ async def test_a_claim_that_holds_and_a_finish_that_frees_never_strand_the_held_
     print(f"\nfates of the contended job: {outcomes}")
 
 
+class Plans:
+    """The executed plans of what a connection runs, statements inside functions included (auto_explain with nested
+    statements, its log lines sent to this client as notices)."""
+
+    def __init__(self) -> None:
+        self.found: list[dict[str, Any]] = []
+
+    def __call__(self, diag: psycopg.errors.Diagnostic) -> None:
+        message = diag.message_primary or ""
+        if "plan:" in message:
+            self.found.append(json.loads(message.split("plan:", 1)[1])["Plan"])
+
+    def take(self) -> list[dict[str, Any]]:
+        found, self.found = self.found, []
+        return found
+
+
+async def _explaining(conn: psycopg.AsyncConnection[Any], generic: bool) -> None:
+    await conn.execute("LOAD 'auto_explain'")
+    for setting in ("auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
+                    "auto_explain.log_analyze = on", "auto_explain.log_timing = off",
+                    "auto_explain.log_format = json", "client_min_messages = log"):
+        await conn.execute("SET " + setting)
+    if generic:  # as the scheduler's sessions plan: once, for any values (functions' statements included)
+        await conn.execute(sql.GENERIC_PLANS)
+
+
 def _read(node: dict[str, Any]) -> int:
     """Rows a plan node and its children read from tables and indexes: output plus rows filters removed, per loop."""
     own = 0
@@ -185,8 +212,8 @@ def _read(node: dict[str, Any]) -> int:
 @pytest.mark.parametrize("generic", [False, True], ids=["custom plans", "generic plans"])
 async def test_flow_statements_read_what_they_handle_not_what_waits(pg_url: str, generic: bool) -> None:
     """With 20,000 jobs queued and 6,000 held, the sweep's look for held keys and queues, the wake, the gated claim
-    and the in-flight count read rows in proportion to the keys and jobs at hand, not to the backlog. Generic plans
-    (what the scheduler's sessions use) for the statements the scheduler runs."""
+    and the in-flight count read rows in proportion to the keys and jobs at hand, not to the backlog, statements
+    inside their functions included, in custom and in generic plans (the scheduler's sessions use generic plans)."""
     pool = create_pool(pg_url, max_size=1)
     await open_pool(pool)
     jobs, keys = PgJobRepository(pool), [f"tenant-{i}" for i in range(50)]
@@ -200,20 +227,25 @@ async def test_flow_statements_read_what_they_handle_not_what_waits(pg_url: str,
     finally:
         await pool.close()
     some = [uuid.UUID(j.id) for j in paused[:64]]
-    statements = [  # name, statement, parameters, rows it handles (the worker's claim last: no generic plan)
+    statements = [  # name, statement, parameters, rows it handles
         ("held keys and queues", flow_sql.HELD_NAMES, {"limit": 5000}, 51),
         ("wake", flow_sql.WAKE, {"now": now(), "keys": keys, "queues": ["p"], "limit": 5000,
                                  "held_before": now()}, 50 * 4),
         ("in flight", flow_sql.IN_FLIGHT, {"now": now(), "keys": keys, "deciding": [uuid.UUID(int=1)]}, 50 * 2),
-        ("gated claim", flow_sql.CLAIM_GATED, {"ids": some, "now": now(), "worker": "w",
-                                               "expires_at": now()}, 64 * 2),
+        ("gated claim", flow_sql.CLAIM_GATED, {"ids": some, "now": now(), "worker": "w", "limited": ["p"],
+                                               "expires_at": now()}, 64 * 3),
     ]
-    async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute("ANALYZE jobs")
-        await conn.commit()
+        await _explaining(conn, generic)
+        plans = Plans()
+        conn.add_notice_handler(plans)
         read = {}
-        for name, query, params, handled in statements[:-1] if generic else statements:
-            read[name] = (_read(await _plan(conn, query, params, generic)), handled)
-            await conn.rollback()
+        for name, query, params, handled in statements:
+            async with conn.transaction(force_rollback=True):
+                await conn.execute(query, params)
+            found = plans.take()  # some notices come in with the next reply: read them after the rollback
+            assert found, f"no plan of {name}"
+            read[name] = (sum(_read(plan) for plan in found), handled)
     print(f"\nrows read, rows handled: {read}")
     assert all(rows <= 5 * handled + 50 for rows, handled in read.values()), read

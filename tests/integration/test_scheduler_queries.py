@@ -64,12 +64,10 @@ QUERIES: list[tuple[str, str, dict[str, Any], int]] = [
     ("prune", sql.PRUNE, {"before": NOW - timedelta(days=7), "limit": 1000}, 0),
     ("due schedules", sql.LOCK_DUE_SCHEDULES, {"now": NOW, "limit": 5000}, 0),
     ("keys and queues with held jobs", flow_sql.HELD_NAMES, {"limit": 5000}, 0),
-    ("wake held jobs", flow_sql.WAKE, {"now": NOW, "keys": ["k"], "queues": ["default"], "limit": 5000,
-                                       "held_before": NOW - timedelta(seconds=30)}, 0),
 ]
 
 
-PG_TYPES = {datetime: "timestamptz", int: "bigint", list: "text[]"}  # the types psycopg sends these values as
+PG_TYPES = {datetime: "timestamptz", int: "bigint"}  # the types psycopg sends these values as
 
 
 def _prepared(query: str) -> tuple[str, list[str]]:
