@@ -68,7 +68,8 @@ async def connection(pool: Pool) -> AsyncIterator[psycopg.AsyncConnection[DictRo
     try:
         async with pool.connection() as conn:
             yield conn
-    except (psycopg.OperationalError, PoolTimeout) as exc:
+    except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction, PoolTimeout) as exc:
+        # ReadOnlySqlTransaction: the server became a replica (a failover); like an outage, it passes
         await _sweep(pool)
         raise Unavailable(f"PostgreSQL unavailable: {exc}") from exc
 
