@@ -4,6 +4,7 @@ lateness of delayed jobs; with --peers, runs the peer harness in the same run an
 With --limits (issue 7), flow control is configured but does not bind: the queue gets max_running and
 max_per_second far above what the stack reaches, and the S1 jobs carry concurrency keys (--keys of them) with
 limits no key reaches; compare its S1 figure with a run without the flag (bench/README.md, "Flow control").
+`--limits keys,running,rate` picks which (all by default).
 
     python -m bench.e2e [--jobs 20000] [--concurrency 64] [--peers huey dramatiq] [--rss-jobs 200000] [--limits]
 """
@@ -99,13 +100,16 @@ def pct(values: list[float], q: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-NOT_BINDING = {"max_running": 1_000_000, "max_per_second": 1_000_000}  # per queue, for --limits
-KEY_LIMIT = 100_000  # per concurrency key, for --limits
+NOT_BINDING = {"running": {"max_running": 1_000_000}, "rate": {"max_per_second": 1_000_000}}  # per queue
+KEY_LIMIT = 100_000  # per concurrency key, for --limits keys
+LIMITS = ("keys", "running", "rate")
 
 
-def limit_queue(client: httpx.Client, queue: str = "default") -> None:
-    client.patch(f"/v1/queues/{queue}", json=NOT_BINDING).raise_for_status()
-    time.sleep(1.5)  # every worker reads the queue settings at least once a second
+def limit_queue(client: httpx.Client, kinds: set[str], queue: str = "default") -> None:
+    settings = {name: value for kind in kinds & set(NOT_BINDING) for name, value in NOT_BINDING[kind].items()}
+    if settings:
+        client.patch(f"/v1/queues/{queue}", json=settings).raise_for_status()
+        time.sleep(1.5)  # every worker reads the queue settings at least once a second
 
 
 def s1(client: httpx.Client, url: str, n: int, keys: int = 0) -> dict:
@@ -218,7 +222,8 @@ def main() -> None:
     parser.add_argument("--peers", nargs="*", default=[])
     parser.add_argument("--rss-jobs", type=int, default=0)
     parser.add_argument("--skip-s2", action="store_true")
-    parser.add_argument("--limits", action="store_true", help="flow control configured, not binding (issue 7)")
+    parser.add_argument("--limits", nargs="?", const=",".join(LIMITS), default="",
+                        help="flow control configured, not binding (issue 7): any of keys,running,rate (default all)")
     parser.add_argument("--keys", type=int, default=64, help="concurrency keys of the S1 jobs with --limits")
     args = parser.parse_args()
     name, url = create_database()
@@ -228,12 +233,14 @@ def main() -> None:
             procs = start_stack(stack, url, args.port, args.concurrency, args.workers)
             client = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120,
                                                       headers={"Authorization": f"Bearer {TOKEN}"}))
-            if args.limits:
-                limit_queue(client)
+            kinds = {kind for kind in args.limits.split(",") if kind}
+            if kinds - set(LIMITS):
+                parser.error(f"--limits takes {','.join(LIMITS)}")
+            limit_queue(client, kinds)
             submit(client, [{"task": "noop"} for _ in range(200)])  # warm-up
             time.sleep(2)
             before = cpu_snapshot(procs, url)
-            results["s1"] = s1(client, url, args.jobs, keys=args.keys if args.limits else 0)
+            results["s1"] = s1(client, url, args.jobs, keys=args.keys if "keys" in kinds else 0)
             after = cpu_snapshot(procs, url)
             results["s1"]["cpu_us_per_job"] = {k: round((after[k] - before[k]) / args.jobs * 1e6)
                                                for k in before}
