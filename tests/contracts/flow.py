@@ -1,6 +1,6 @@
 """Contract suite of flow control (SPEC §6) for JobRepository and QueueSettingsRepository: the same tests run on the
-in-memory adapters (tests/unit) and on PostgreSQL (tests/integration). Subclasses provide the fixtures `jobs` and
-`queue_settings` (sharing one store)."""
+in-memory adapters (tests/unit) and on PostgreSQL (tests/integration). Subclasses provide the fixtures `jobs`,
+`schedules` and `queue_settings` (sharing one store)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import timedelta
 
 from application.ports import Finished
 from domain.flow import QueueSettings
-from domain.job import Hold, Job, State
-from tests.contracts.repositories import LEASE, T0, at, make_job
+from domain.job import Hold, Job, JobSpec, State
+from tests.contracts.repositories import LEASE, T0, at, make_job, make_schedule, planner
 
 
 async def claim(jobs, items: list[Job], now=T0, worker: str = "w1", limited: tuple[str, ...] = ()) -> list[Job]:
@@ -132,3 +132,12 @@ class FlowControlContract:
         await queue_settings.upsert(changed)
         assert [s.queue for s in await queue_settings.all()] == ["a", "mail"]
         assert await queue_settings.get("mail") == changed
+
+    async def test_a_schedules_jobs_obey_the_key_of_its_template(self, jobs, schedules) -> None:
+        schedule = make_schedule(job=JobSpec(task="noop", concurrency_key="nightly-report", concurrency_limit=1))
+        await schedules.add(schedule)
+        [first] = await schedules.fire_due(at(60), 10, planner(at(60)))
+        assert not first.held
+        await jobs.claim([first.id], worker_id="w", now=at(61), lease_seconds=600)  # alive at the next firing
+        [second] = await schedules.fire_due(at(120), 10, planner(at(120)))  # the first still runs
+        assert second.held_for is Hold.KEY and (await jobs.get(second.id)).held_for is Hold.KEY
