@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
@@ -21,6 +21,19 @@ from domain.errors import Unavailable
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 
+# A connection whose peer vanished without a FIN (a host or network lost) would otherwise wait on its socket
+# for the kernel's two hours: TCP keepalives find it dead within ~25 s, and the statement then fails as
+# Unavailable like any other outage. Defaults only: the same libpq parameters in the URL win.
+KEEPALIVES: Final = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+
+
+def connection_defaults(conninfo: str, name: str) -> dict[str, Any]:
+    """libpq parameters gnomon sets unless the URL sets them: keepalives and an application_name that shows
+    which gnomon pool a backend serves in pg_stat_activity."""
+    given = psycopg.conninfo.conninfo_to_dict(conninfo)
+    wanted: dict[str, Any] = {**KEEPALIVES, "application_name": name}
+    return {key: value for key, value in wanted.items() if key not in given}
+
 
 def create_pool(conninfo: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0,
                 name: str = "gnomon", generic_plans: bool = False) -> Pool:
@@ -31,7 +44,7 @@ def create_pool(conninfo: str, *, min_size: int = 1, max_size: int = 10, timeout
     have one good plan whatever their parameters: PostgreSQL's default keeps re-planning them (their generic
     plan's estimate looks worse than a custom one), and planning against statistics of a large table costs
     more than executing a tick that finds nothing due."""
-    kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
+    kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row, **connection_defaults(conninfo, name)}
     # No check on borrow (a round trip each time, ~9% of a worker's CPU): a connection that died while idle
     # fails its first statement instead, `connection()` turns that into Unavailable and sweeps the pool.
     return AsyncConnectionPool(conninfo, kwargs=kwargs, min_size=min_size, max_size=max_size, open=False,

@@ -16,7 +16,7 @@ from psycopg.types.json import Json
 
 from adapters.postgres import sql
 from adapters.postgres.job_repository import PgJobRepository
-from adapters.postgres.pool import Pool, create_pool, open_pool
+from adapters.postgres.pool import Pool, connection, create_pool, open_pool
 from adapters.postgres.rows import outcome_records
 from adapters.postgres.schedule_repository import PgScheduleRepository
 from application.identity import new_id
@@ -306,3 +306,18 @@ async def test_a_firing_of_a_deleted_schedule_is_not_found(schedules: PgSchedule
     with pytest.raises(ScheduleNotFound):
         await schedules.record(firing)
     assert await count(pg_url, "SELECT count(*) FROM jobs") == 0
+
+
+async def test_pooled_connections_keep_alive_and_name_themselves(pg_url: str) -> None:
+    pool = create_pool(psycopg.conninfo.make_conninfo(pg_url, keepalives_idle=7), max_size=1, name="gnomon-test-pool")
+    await open_pool(pool)
+    try:
+        async with connection(pool) as conn:
+            params = conn.info.get_parameters()
+            row = await (await conn.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")).fetchone()
+    finally:
+        await pool.close()
+    assert row is not None and row["application_name"] == "gnomon-test-pool"
+    assert params["keepalives"] == "1" and params["keepalives_count"] == "3"
+    assert params["keepalives_idle"] == "7"  # the URL's own value wins over the default
