@@ -6,12 +6,9 @@ This is the only module that reads os.environ. A bad value raises SettingsError 
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import os
-import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -19,6 +16,19 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from attrs import Factory, field, frozen
+
+from entrypoints.setting_values import (
+    Parser,
+    at_least,
+    parse_boolean,
+    parse_host_patterns,
+    parse_log_format,
+    parse_retention,
+    parse_tasks,
+    parse_tokens,
+    parse_word,
+    url_with,
+)
 
 
 class SettingsError(Exception):
@@ -69,192 +79,24 @@ class Settings:
         return load_settings(flags, os.environ, config_path(flags, os.environ, Path.cwd()))
 
 
-Parser = Callable[[object], object]  # takes a string (environment) or a native value (flags, TOML)
-
-
-def _number(value: object, kind: type[int] | type[float] = float) -> float:
-    what, allowed = ("a number", (str, int, float)) if kind is float else ("an integer", (str, int))
-    if isinstance(value, bool) or not isinstance(value, allowed):
-        raise ValueError(f"must be {what}, got {value!r}")
-    try:
-        number = kind(value)
-    except ValueError:
-        raise ValueError(f"must be {what}, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"must be a finite number, got {value!r}")
-    return number
-
-
-def _at_least(low: float, *, inclusive: bool, integer: bool = False, high: float | None = None) -> Parser:
-    def parse(value: object) -> float | int:
-        number = _number(value, int if integer else float)
-        if number < low or (number == low and not inclusive) or (high is not None and number > high):
-            bound = f">= {low:g}" if inclusive else f"> {low:g}"
-            raise ValueError(f"must be {bound}" + (f" and <= {high:g}" if high else "") + f", got {value!r}")
-        return number
-
-    return parse
-
-
-def _word(value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
-        raise ValueError(f"must be a non-empty string without spaces, got {value!r}")
-    return value.strip()
-
-
-def _url(*schemes: str, conninfo: bool = False) -> Parser:
-    def parse(value: object) -> str:
-        text = _word(value) if not conninfo else str(value).strip()
-        if conninfo and "://" not in text and "=" in text:
-            return text  # a libpq "key=value" connection string
-        if urlsplit(text).scheme not in schemes:
-            raise ValueError(f"must be a URL with scheme {' or '.join(schemes)}, got {text!r}")
-        return text
-
-    return parse
-
-
-def _items(value: object) -> list[str]:
-    """A comma-separated string or a list of strings, stripped, empties dropped."""
-    if isinstance(value, str):
-        raw: list[object] = list(value.split(","))
-    elif isinstance(value, list | tuple):
-        raw = list(value)
-    else:
-        raise ValueError(f"must be a comma-separated string or a list, got {value!r}")
-    if not all(isinstance(item, str) for item in raw):
-        raise ValueError(f"must contain only strings, got {value!r}")
-    return [item.strip() for item in raw if isinstance(item, str) and item.strip()]
-
-
-def _tokens(value: object) -> tuple[str, ...]:
-    tokens = _items(value)
-    if any(any(c.isspace() for c in token) for token in tokens):
-        raise ValueError("a token must not contain spaces")
-    return tuple(tokens)
-
-
-TASK_NAME: Final = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-TASK_TARGET: Final = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-
-
-def _tasks(value: object) -> Mapping[str, str]:
-    if isinstance(value, Mapping):
-        pairs = list(value.items())
-    else:
-        pairs = []
-        for item in _items(value):
-            name, sep, target = item.partition("=")
-            if not sep:
-                raise ValueError(f"expected name=module:attr, got {item!r}")
-            pairs.append((name.strip(), target.strip()))
-    tasks: dict[str, str] = {}
-    for name, target in pairs:
-        if not isinstance(name, str) or not TASK_NAME.match(name):
-            raise ValueError(f"bad task name {name!r} (letters, digits, _ . - only)")
-        if not isinstance(target, str) or not TASK_TARGET.match(target):
-            raise ValueError(f"task {name!r}: expected module:attr, got {target!r}")
-        if name in tasks:
-            raise ValueError(f"task {name!r} is given twice")
-        tasks[name] = target
-    return tasks
-
-
-DURATION: Final = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-UNIT_SECONDS: Final = (86400, 3600, 60, 1)
-
-
-def parse_duration(text: str) -> timedelta:
-    """'7d', '12h', '30m', '3600s', compounds in that order ('1d12h') or plain seconds ('3600')."""
-    spec = text.strip().lower()
-    if spec.isdigit():
-        return timedelta(seconds=int(spec))
-    found = DURATION.match(spec)
-    if not spec or found is None:
-        raise ValueError(f"must be a duration like 7d, 12h, 30m, 3600s or plain seconds, got {text!r}")
-    counts = (int(n or 0) for n in found.groups())
-    return timedelta(seconds=sum(n * unit for n, unit in zip(counts, UNIT_SECONDS, strict=True)))
-
-
-def format_duration(duration: timedelta) -> str:
-    """The inverse of parse_duration for whole seconds: 90061 s -> '1d1h1m1s'."""
-    rest, parts = int(duration.total_seconds()), []
-    for unit, suffix in zip(UNIT_SECONDS, "dhms", strict=True):
-        count, rest = divmod(rest, unit)
-        if count:
-            parts.append(f"{count}{suffix}")
-    return "".join(parts) or "0s"
-
-
-def _retention(value: object) -> timedelta:
-    if isinstance(value, timedelta):
-        duration = value
-    elif isinstance(value, str):
-        duration = parse_duration(value)
-    else:
-        duration = timedelta(seconds=_number(value))
-    if duration <= timedelta(0):
-        raise ValueError(f"must be a positive duration, got {value!r}")
-    return duration
-
-
-def _log_format(value: object) -> str:
-    text = str(value).strip().lower()
-    if text not in ("text", "json"):
-        raise ValueError(f"must be 'text' or 'json', got {value!r}")
-    return text
-
-
-HOST_LABEL: Final = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
-
-
-def _host_pattern(pattern: str) -> str:
-    text = pattern.lower().rstrip(".")
-    if text == "*":
-        return text
-    try:
-        return str(ipaddress.ip_address(text.strip("[]")))
-    except ValueError:
-        pass
-    labels = text.removeprefix("*.").split(".")
-    if not all(HOST_LABEL.match(label) for label in labels):
-        raise ValueError(f"bad host pattern {pattern!r} (use host.name, *.domain or *)")
-    return text
-
-
-def _host_patterns(value: object) -> tuple[str, ...]:
-    return tuple(_host_pattern(item) for item in _items(value))
-
-
-def _boolean(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"must be true or false (1/0, yes/no, on/off), got {value!r}")
-
-
 VARIABLES: Final[dict[str, Parser]] = {
-    "database_url": _url("postgres", "postgresql", conninfo=True),
-    "redis_url": _url("redis", "rediss", "unix"),
-    "redis_prefix": _word,
-    "api_tokens": _tokens,
-    "tasks": _tasks,
-    "lease_seconds": _at_least(0, inclusive=False),
-    "heartbeat_seconds": _at_least(0, inclusive=False),
-    "metrics_port": _at_least(0, inclusive=True, integer=True, high=65535),
-    "dispatch_timeout_seconds": _at_least(0, inclusive=False),
-    "shutdown_grace_seconds": _at_least(0, inclusive=True),
-    "retention": _retention,
-    "log_format": _log_format,
-    "http_allow": _host_patterns,
-    "http_allow_private": _boolean,
-    "host": _word,
-    "port": _at_least(0, inclusive=True, integer=True, high=65535),
-    "max_body_bytes": _at_least(1, inclusive=True, integer=True),
+    "database_url": url_with("postgres", "postgresql", conninfo=True),
+    "redis_url": url_with("redis", "rediss", "unix"),
+    "redis_prefix": parse_word,
+    "api_tokens": parse_tokens,
+    "tasks": parse_tasks,
+    "lease_seconds": at_least(0, inclusive=False),
+    "heartbeat_seconds": at_least(0, inclusive=False),
+    "metrics_port": at_least(0, inclusive=True, integer=True, high=65535),
+    "dispatch_timeout_seconds": at_least(0, inclusive=False),
+    "shutdown_grace_seconds": at_least(0, inclusive=True),
+    "retention": parse_retention,
+    "log_format": parse_log_format,
+    "http_allow": parse_host_patterns,
+    "http_allow_private": parse_boolean,
+    "host": parse_word,
+    "port": at_least(0, inclusive=True, integer=True, high=65535),
+    "max_body_bytes": at_least(1, inclusive=True, integer=True),
 }
 
 
@@ -359,7 +201,7 @@ def load_client_settings(flags: Mapping[str, object | None], environ: Mapping[st
     """--url / GNOMON_URL and --token / GNOMON_TOKEN; without a token, the first of GNOMON_API_TOKENS (a client
     on the server's own machine)."""
     values: dict[str, object] = {}
-    for name, parse in (("url", _url("http", "https")), ("token", _word)):
+    for name, parse in (("url", url_with("http", "https")), ("token", parse_word)):
         picked = _pick(name, flags, environ, {}, "")
         if picked is not None:
             source, raw = picked
@@ -369,7 +211,7 @@ def load_client_settings(flags: Mapping[str, object | None], environ: Mapping[st
                 raise SettingsError(f"{source}: {error}") from None
     if "token" not in values and environ.get("GNOMON_API_TOKENS", "").strip():
         try:
-            values["token"] = next(iter(_tokens(environ["GNOMON_API_TOKENS"])), None)
+            values["token"] = next(iter(parse_tokens(environ["GNOMON_API_TOKENS"])), None)
         except ValueError as error:
             raise SettingsError(f"GNOMON_API_TOKENS: {error}") from None
     return ClientSettings(**values)  # type: ignore[arg-type]

@@ -10,14 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from entrypoints.settings import (
-    Settings,
-    SettingsError,
-    config_path,
-    format_duration,
-    load_settings,
-    parse_duration,
-)
+from entrypoints.setting_values import format_duration, parse_duration
+from entrypoints.settings import Settings, SettingsError, config_path, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
