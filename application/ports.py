@@ -64,6 +64,37 @@ class Recorded:
 
 
 @frozen(kw_only=True)
+class Promoted:
+    """A job that a promotion made queued: what dispatching it takes, not the whole job (a tick promotes thousands,
+    and reading full rows cost more than the promotion itself)."""
+
+    id: str
+    queue: str
+    priority: int
+    held: bool = False  # flow control held it (its key is full): it is dispatched when woken
+
+    @classmethod
+    def of(cls, job: Job) -> Promoted:
+        return cls(id=job.id, queue=job.queue, priority=job.priority, held=job.held)
+
+
+class Dispatchable(Protocol):
+    """What dispatching a job takes: a Job has it, and so has a Promoted."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def queue(self) -> str: ...
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def held(self) -> bool: ...
+
+
+@frozen(kw_only=True)
 class QueueStats:
     queue: str
     counts: dict[str, int]  # by state
@@ -102,8 +133,9 @@ class JobRepository(Protocol):
         jobs of its key and queue in the same transaction; they come back, to be dispatched."""
         ...
 
-    async def promote_due(self, now: datetime, limit: int) -> list[Job]:
-        """Move up to `limit` scheduled/retry jobs with run_at <= now to queued (dispatched_at = now)."""
+    async def promote_due(self, now: datetime, limit: int) -> list[Promoted]:
+        """Move up to `limit` scheduled/retry jobs with run_at <= now to queued (dispatched_at = now), earliest run_at
+        first, in that order. Keyed jobs beyond their key's room are held instead (dispatch gating, as at submit)."""
         ...
 
     async def claim(self, job_ids: Sequence[str], *, worker_id: str, now: datetime, lease_seconds: float,
@@ -246,7 +278,7 @@ class StartRate(Protocol):
 
 
 class Dispatcher(Protocol):
-    async def push(self, jobs: Sequence[Job]) -> None:
+    async def push(self, jobs: Sequence[Dispatchable]) -> None:
         """Make the jobs available to workers of their queues, highest priority first."""
         ...
 

@@ -15,6 +15,7 @@ from application.identity import new_id
 from application.ports import (
     NO_METRICS,
     Clock,
+    Dispatchable,
     Dispatcher,
     Finished,
     JobRepository,
@@ -72,7 +73,7 @@ class SchedulerTick:
         fired = await self.schedules.fire_due(now, self.settings.batch, self._plan(now))
         self.metrics.jobs_promoted(len(promoted))
         self.metrics.jobs_fired(len(fired))
-        queued = promoted + [j for j in fired if j.state.value == "queued"]
+        queued: list[Dispatchable] = [*promoted, *(j for j in fired if j.state.value == "queued")]
         await dispatch(self.dispatcher, queued)
         rescued = redispatched = woken = pruned = 0
         if sweep:

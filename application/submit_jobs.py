@@ -10,7 +10,17 @@ from attrs import frozen
 
 from application import reporting
 from application.identity import new_ids
-from application.ports import NO_METRICS, Clock, Dispatcher, JobRepository, Metrics, Submitted, TaskRegistry, Wakeup
+from application.ports import (
+    NO_METRICS,
+    Clock,
+    Dispatchable,
+    Dispatcher,
+    JobRepository,
+    Metrics,
+    Submitted,
+    TaskRegistry,
+    Wakeup,
+)
 from domain.errors import InvalidInput, Unavailable, UnknownTask
 from domain.job import Job, JobSpec, State
 
@@ -54,7 +64,7 @@ class SubmitJobs:
             raise InvalidInput(problems)
 
 
-async def dispatch(dispatcher: Dispatcher, jobs: Sequence[Job]) -> None:
+async def dispatch(dispatcher: Dispatcher, jobs: Sequence[Dispatchable]) -> None:
     """Push to the dispatch queue; if it is down, the scheduler's re-dispatch sweep sends them later. Held jobs
     (flow control) stay out: they are pushed when woken."""
     jobs = [job for job in jobs if not job.held]

@@ -13,7 +13,7 @@ from attrs import evolve
 
 from adapters.memory.flow import MemoryFlow
 from adapters.memory.paging import keyset_page
-from application.ports import Finished, JobFilter, Page, QueueStats, Recorded, Submitted, Throughput
+from application.ports import Finished, JobFilter, Page, Promoted, QueueStats, Recorded, Submitted, Throughput
 from domain.errors import JobNotFound, LeaseLost, StaleWrite
 from domain.flow import QueueSettings
 from domain.job import TERMINAL, WAITING, Hold, Job, Run, State
@@ -101,12 +101,12 @@ class InMemoryJobRepository:
         if run is not None:
             self.history[job.id].append(run)
 
-    async def promote_due(self, now: datetime, limit: int) -> list[Job]:
+    async def promote_due(self, now: datetime, limit: int) -> list[Promoted]:
         due = sorted((j for j in self.rows.values() if j.state in WAITING and j.run_at <= now),
-                     key=lambda j: j.run_at)[:limit]
+                     key=lambda j: (j.run_at, j.id))[:limit]
         promoted = self.flow.gate([job.promote(now=now) for job in due], now)
         self.rows.update((job.id, job) for job in promoted)
-        return promoted
+        return [Promoted.of(job) for job in promoted]
 
     async def claim(self, job_ids: Sequence[str], *, worker_id: str, now: datetime, lease_seconds: float,
                     limited: Collection[str] = ()) -> list[Job]:

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
 
 import psycopg
-from attrs import define, field
+from attrs import define, evolve, field
 from psycopg import errors
 from psycopg import sql as compose
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.types.json import Json
 
 from adapters.postgres import flow, sql
@@ -26,7 +26,7 @@ from adapters.postgres.rows import (
     outcome_records,
     run_record,
 )
-from application.ports import Finished, JobFilter, Page, QueueStats, Recorded, Submitted, Throughput
+from application.ports import Finished, JobFilter, Page, Promoted, QueueStats, Recorded, Submitted, Throughput
 from domain.errors import Conflict, InvalidInput, JobNotFound, StaleWrite
 from domain.job import Job, Run, State
 
@@ -95,14 +95,20 @@ class PgJobRepository:
                 raise StaleWrite(f"job {job.id}") if exists else JobNotFound(job.id)
             return await flow.wake(conn, job.updated_at, keys=keys, queues=queues)
 
-    async def promote_due(self, now: datetime, limit: int) -> list[Job]:
+    async def promote_due(self, now: datetime, limit: int) -> list[Promoted]:
         async with connection(self._pool) as conn:
-            rows = await (await conn.execute(sql.PROMOTE_DUE, {"now": now, "limit": limit})).fetchall()
-        promoted = sorted((_job_from_row(row) for row in rows), key=lambda j: j.run_at)
-        if any(j.concurrency_key is not None for j in promoted):
-            async with transaction(self._pool) as conn:
-                promoted = await flow.gate_promoted(conn, promoted, now)
-        return promoted
+            cursor = conn.cursor(row_factory=tuple_row)
+            rows = await (await cursor.execute(sql.PROMOTE_DUE, {"now": now, "limit": limit})).fetchall()
+        promoted = [Promoted(id=job_id, queue=queue, priority=priority) for job_id, queue, priority, _ in rows]
+        keyed = [job_id for job_id, _, _, is_keyed in rows if is_keyed]
+        if not keyed:
+            return promoted
+        async with transaction(self._pool) as conn:
+            found = await (await conn.execute(sql.JOBS_BY_IDS, {"ids": keyed})).fetchall()
+            queued = [job for job in map(_job_from_row, found) if job.state is State.QUEUED]
+            held = {job.id for job in await flow.gate_promoted(conn, queued, now) if job.held}
+        return [evolve(p, held=True) if p.id in held else p for p in promoted]
+
 
     async def claim(self, job_ids: Sequence[str], *, worker_id: str, now: datetime, lease_seconds: float,
                     limited: Collection[str] = ()) -> list[Job]:

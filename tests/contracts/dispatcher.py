@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from application.ports import Dispatcher
+from application.ports import Dispatcher, Promoted
 from domain.job import Job
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -40,6 +40,12 @@ class DispatcherContract:
         await dispatcher.push([job("d", priority=5), job("e", priority=0), job("f", priority=9)])
 
         assert flat(await drain(dispatcher, ["default"])) == ["c", "f", "b", "d", "a", "e"]
+
+    async def test_promoted_values_are_pushed_like_jobs(self, dispatcher: Dispatcher) -> None:
+        await dispatcher.push([job("a", priority=2), Promoted(id="b", queue="default", priority=7)])
+        await dispatcher.push([Promoted(id="c", queue="other", priority=0)])
+
+        assert flat(await drain(dispatcher, ["default", "other"])) == ["b", "a", "c"]
 
     async def test_fifo_within_a_priority_across_batches(self, dispatcher: Dispatcher) -> None:
         first = [f"first-{i:02}" for i in range(12)]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from application.identity import new_id
-from application.ports import Finished, JobFilter
+from application.ports import Finished, JobFilter, Promoted
 from domain.errors import DuplicateSchedule, JobNotFound, ScheduleNotFound, StaleWrite
 from domain.job import Job, JobSpec, Outcome, State
 from domain.schedule import Fate, Schedule, ScheduleSpec
@@ -87,9 +87,10 @@ class JobRepositoryContract:
         soon, late, now_ = make_job(run_at=at(5)), make_job(run_at=at(50)), make_job()
         await jobs.add([soon, late, now_])
         promoted = await jobs.promote_due(at(10), 100)
-        assert [j.id for j in promoted] == [soon.id]
-        assert promoted[0].state is State.QUEUED and promoted[0].dispatched_at == at(10)
-        assert promoted[0].version == soon.version + 1
+        assert promoted == [Promoted(id=soon.id, queue=soon.queue, priority=soon.priority)]
+        stored = await jobs.get(soon.id)
+        assert stored.state is State.QUEUED and stored.dispatched_at == at(10) and not stored.held
+        assert stored.version == soon.version + 1
         assert (await jobs.get(late.id)).state is State.SCHEDULED
         assert await jobs.promote_due(at(10), 100) == []
 
@@ -97,6 +98,12 @@ class JobRepositoryContract:
         await jobs.add([make_job(run_at=at(i + 1)) for i in range(7)])
         assert len(await jobs.promote_due(at(100), 3)) == 3
         assert len(await jobs.promote_due(at(100), 10)) == 4
+
+    async def test_promote_due_returns_earliest_run_at_first_with_what_dispatch_needs(self, jobs) -> None:
+        made = [make_job(run_at=at(9 - i), queue=f"q{i % 2}", priority=i) for i in range(5)]
+        await jobs.add(made)
+        promoted = await jobs.promote_due(at(100), 10)
+        assert promoted == [Promoted(id=j.id, queue=j.queue, priority=j.priority) for j in reversed(made)]
 
     async def test_next_due_at_is_the_earliest_waiting_job(self, jobs) -> None:
         assert await jobs.next_due_at() is None

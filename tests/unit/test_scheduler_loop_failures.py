@@ -12,9 +12,10 @@ from attrs import define
 
 from adapters.memory.clock import SystemClock
 from adapters.memory.jobs import InMemoryJobRepository
+from application.ports import Promoted
 from application.scheduler import SchedulerLoop, SchedulerTick
 from domain.errors import Unavailable
-from domain.job import Job, JobSpec, State
+from domain.job import JobSpec, State
 from tests.unit.fakes import Stack
 
 
@@ -28,7 +29,7 @@ class FailingJobs:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.jobs, name)
 
-    async def promote_due(self, now: datetime, limit: int) -> list[Job]:
+    async def promote_due(self, now: datetime, limit: int) -> list[Promoted]:
         if self.errors:
             raise self.errors.pop(0)
         return await self.jobs.promote_due(now, limit)
