@@ -127,7 +127,9 @@ def s1(client: httpx.Client, url: str, n: int, keys: int = 0) -> dict:
 
 
 def s2(client: httpx.Client, url: str, each: int = 2000) -> dict:
-    since = datetime.now(UTC) - timedelta(seconds=1)
+    # No margin here: S1's jobs were all created before this instant, and one created less than a second
+    # ago (a short S1, e.g. --jobs 5000) would count as an S2 job, end wait_done early and break the figures.
+    since = datetime.now(UTC)
     due = datetime.now(UTC) + timedelta(seconds=5)
     burst = [{"task": "noop", "run_at": due.isoformat(), "payload": {"g": "a"}} for _ in range(each)]
     spread = [{"task": "noop", "run_at": (due + timedelta(seconds=10 * i / each)).isoformat(), "payload": {"g": "b"}}
