@@ -1,41 +1,60 @@
 """The Dispatcher port in process memory: the fake for unit tests and the queue of `gnomon dev`.
 
-Its state is plain and visible (`lists`: queue -> priority -> ids), so a test can look at what waits. It keeps
-the contract of the Redis adapter (tests/contracts/dispatcher.py): highest priority first, FIFO within a
-priority, a batch from the first non-empty queue only, duplicates delivered as pushed.
+It keeps the contract and the ordering rule of the Redis adapter (tests/contracts/dispatcher.py,
+docs/design.md "Dispatch on Redis"): highest priority first; within a priority, the k-th id of a push scored
+`now + k * pace`, lowest score first, so a batch keeps its order and an id pushed later alone overtakes the
+rest of it; an id already waiting is not added again. Its state is plain (`sets`: queue -> priority -> heap of
+(score, sequence, id)), and `waiting` shows it in pop order, so a test can look at what waits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
-from collections.abc import Sequence
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
-from attrs import define, field
+from attrs import define, field, validators
 
 from domain.job import Job
 
 PRIORITIES: Final = range(9, -1, -1)  # popped in this order
 
+Entry = tuple[float, int, str]  # score, then the push sequence (FIFO among equal scores), then the id
+
 
 def _priority(job: Job) -> int:
-    # The domain keeps priorities in 0..9; clamping keeps a stray value from stranding a job in a list
-    # that nothing pops (the Redis adapter does the same).
+    # The domain keeps priorities in 0..9; clamping keeps a stray value from stranding a job in a set that
+    # nothing pops (the Redis adapter does the same).
     return min(max(job.priority, 0), 9)
 
 
 @define
 class InMemoryDispatcher:
-    lists: dict[str, dict[int, deque[str]]] = field(factory=dict)
+    sets: dict[str, dict[int, list[Entry]]] = field(factory=dict)
+    pace: float = field(default=0.001, kw_only=True, validator=validators.ge(0))
+    clock: Callable[[], float] = field(default=time.monotonic, kw_only=True)
+    _members: dict[tuple[str, int], set[str]] = field(factory=dict, init=False, repr=False)
+    _sequence: Iterator[int] = field(factory=itertools.count, init=False, repr=False)
     # Replaced on every push: a pop waits on the event current when it found nothing, so any later push
     # wakes it. No polling.
     _pushed: asyncio.Event = field(factory=asyncio.Event, init=False, repr=False)
 
     async def push(self, jobs: Sequence[Job]) -> None:
+        now = self.clock()
+        batches: dict[tuple[str, int], int] = {}  # ids pushed so far per set: k of the next one
         for job in jobs:
-            self.lists.setdefault(job.queue, {}).setdefault(_priority(job), deque()).append(job.id)
+            where = (job.queue, _priority(job))
+            k = batches.get(where, 0)
+            batches[where] = k + 1
+            members = self._members.setdefault(where, set())
+            if job.id not in members:
+                members.add(job.id)
+                heap = self.sets.setdefault(job.queue, {}).setdefault(where[1], [])
+                heapq.heappush(heap, (now + k * self.pace, next(self._sequence), job.id))
         if jobs:
             self._pushed.set()
             self._pushed = asyncio.Event()
@@ -54,16 +73,23 @@ class InMemoryDispatcher:
                 await asyncio.wait_for(pushed.wait(), remaining)
 
     async def size(self, queue: str) -> int:
-        return sum(len(ids) for ids in self.lists.get(queue, {}).values())
+        return sum(len(heap) for heap in self.sets.get(queue, {}).values())
+
+    def waiting(self, queue: str) -> dict[int, list[str]]:
+        """The ids of `queue` per priority, each list in the order they would be popped."""
+        return {priority: [job_id for *_, job_id in sorted(heap)]
+                for priority, heap in self.sets.get(queue, {}).items() if heap}
 
     def _take(self, queues: Sequence[str], limit: int) -> list[str]:
         for queue in queues:
-            lists = self.lists.get(queue, {})
+            sets = self.sets.get(queue, {})
             ids: list[str] = []
             for priority in PRIORITIES:
-                waiting = lists.get(priority)
-                while waiting and len(ids) < limit:
-                    ids.append(waiting.popleft())
+                heap = sets.get(priority)
+                while heap and len(ids) < limit:
+                    job_id = heapq.heappop(heap)[2]
+                    self._members[(queue, priority)].discard(job_id)
+                    ids.append(job_id)
             if ids:
                 return ids
         return []

@@ -1,25 +1,37 @@
-"""The Dispatcher port on Redis lists: which queued job ids run next (docs/design.md, "Dispatch on Redis").
+"""The Dispatcher port on Redis sorted sets: which queued job ids run next (docs/design.md, "Dispatch on Redis").
 
-Layout: one list per (queue, priority), `{<prefix>:q:<queue>}:p<0-9>`. The hash tag `{<prefix>:q:<queue>}`
-puts the ten lists of a queue in one Redis Cluster slot.
+Layout: one sorted set per (queue, priority), `{<prefix>:q:<queue>}:z<0-9>`, member = job id, score = when the
+id may go, in microseconds of the Redis server's clock. The hash tag `{<prefix>:q:<queue>}` puts the ten sets of
+a queue in one Redis Cluster slot.
 
-- push: one pipeline per batch, one RPUSH per key with all the ids of that (queue, priority).
-- pop: one `BLMPOP timeout numkeys <keys> LEFT COUNT limit` over the keys in queue order, then priority 9..0:
-  a worker gets up to `limit` ids per round trip, highest priority first, and blocks server-side (no
-  polling). BLMPOP takes from the first non-empty list only, so a batch never mixes priorities; a short
-  batch just means the worker pops again for the rest. Needs Redis >= 7.0.
-- size: LLEN of the ten lists of a queue, in one pipeline.
+Order within a (queue, priority): a push of n ids to one set scores the k-th (k = 0..n-1, in the order given)
+`now + k * pace`, `now` being the server's TIME, read by the push script itself. A batch is paced, as if its ids
+had arrived one per `pace`: its order is kept, and an id pushed later alone (score = its push time) goes ahead
+of the part of the batch scored after it instead of waiting for all of it. Single pushes stay FIFO (push time),
+and a batch's k-th id waits at most for what was pushed before its own score, k * pace after the batch: late,
+never starved.
+
+- push: one pipeline per batch, one EVALSHA of the push script per key (TIME, then ZADD NX of the paced
+  scores). NX: an id already waiting keeps its place, so a re-dispatch (PostgreSQL re-sends ids whose dispatch
+  is older than the dispatch timeout) neither duplicates it nor sends it to the back.
+- pop: one `BZMPOP timeout numkeys <keys> MIN COUNT limit` over the keys in queue order, then priority 9..0:
+  up to `limit` ids per round trip, lowest scores of the highest priority first, blocking server-side (no
+  polling). BZMPOP takes from the first non-empty set only, so a batch never mixes priorities; a short batch
+  just means the worker pops again for the rest. Needs Redis >= 7.0.
+- size: ZCARD of the ten sets of a queue, in one pipeline.
 
 Redis is never the only copy. PostgreSQL decides what exists and re-pushes queued jobs whose dispatch is
 older than GNOMON_DISPATCH_TIMEOUT_SECONDS, so an id lost here (FLUSHDB, restart, a worker killed right after
-a pop) comes back, and a duplicate is harmless: the claim in PostgreSQL takes only jobs still `queued`.
+a pop) comes back, and an id popped twice is harmless: the claim in PostgreSQL takes only jobs still `queued`.
 
 Operational notes:
 - A pop holds one connection of the client's pool while it waits: size `max_connections` for the concurrent
-  pops. It blocks in BLMPOP slices of at most `max_block_seconds` (default 2), which must stay below the
+  pops. It blocks in BZMPOP slices of at most `max_block_seconds` (default 2), which must stay below the
   client's `socket_timeout` (redis-py 8 defaults it to 5 s); a socket timeout that fires first surfaces
   as Unavailable.
-- Redis Cluster: keys of several queues in one BLMPOP must share a slot, which per-queue hash tags do not
+- Upgrade from the list layout (`...}:p<0-9>`): those lists are not read any more; the jobs whose ids wait
+  there are re-pushed by PostgreSQL's re-dispatch within the dispatch timeout. The old keys can be deleted.
+- Redis Cluster: keys of several queues in one BZMPOP must share a slot, which per-queue hash tags do not
   give. A clustered deployment serves one queue per pop (one call per queue, in order, the first blocking
   call only for the last queue) or runs workers per queue. The supported deployment (GNOMON_REDIS_URL with a
   DB number) is a single Redis server or a Sentinel-managed primary, where any set of keys works.
@@ -28,21 +40,45 @@ Operational notes:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
 from attrs import define, field, validators
 from redis.asyncio import Redis
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from domain.errors import Unavailable
 from domain.job import Job
 
 PRIORITIES: Final = range(9, -1, -1)  # popped in this order
-# BLMPOP's timeout 0 means "block forever", and the server counts in milliseconds: a wait this short is not
-# worth a blocking call, so anything below it is a single non-blocking LMPOP.
+# BZMPOP's timeout 0 means "block forever", and the server counts in milliseconds: a wait this short is not
+# worth a blocking call, so anything below it is a single non-blocking ZMPOP.
 MIN_BLOCK_SECONDS: Final = 0.01
+MIN_PACE_SECONDS: Final = 1e-6  # scores are whole microseconds: a batch's ids must not share one
+
+# KEYS[1]: a sorted set; ARGV[1]: the pace in microseconds; ARGV[2..]: ids in batch order. Scores are whole
+# microseconds since the epoch (about 1.8e15, exact in a double), formatted with %d because Lua's default
+# number format keeps 14 digits. ZADD in chunks: unpack() of a whole large batch would overflow Lua's stack.
+PUSH: Final = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local pace = tonumber(ARGV[1])
+local args = {}
+for i = 2, #ARGV do
+  args[#args + 1] = string.format('%d', now + (i - 2) * pace)
+  args[#args + 1] = ARGV[i]
+  if #args == 2000 then
+    redis.call('ZADD', KEYS[1], 'NX', unpack(args))
+    args = {}
+  end
+end
+if #args > 0 then
+  redis.call('ZADD', KEYS[1], 'NX', unpack(args))
+end
+"""
+PUSH_SHA: Final = hashlib.sha1(PUSH.encode()).hexdigest()
 
 
 def _tag_safe(_inst: object, _attr: Any, prefix: str) -> None:
@@ -60,10 +96,10 @@ def _unavailable(action: str) -> Iterator[None]:
 
 
 def _ids(reply: list[Any] | None) -> list[str]:
-    """[key, [id, ...]] from (B)LMPOP, or None when every list was empty."""
+    """[key, [[id, score], ...]] from (B)ZMPOP, or None when every set was empty."""
     if not reply:
         return []
-    return [job_id.decode() if isinstance(job_id, bytes) else job_id for job_id in reply[1]]
+    return [member.decode() if isinstance(member, bytes) else member for member, _score in reply[1]]
 
 
 @define
@@ -71,10 +107,13 @@ class RedisDispatcher:
     _client: Redis
     _prefix: str = field(default="gnomon", validator=_tag_safe)
     _max_block_seconds: float = field(default=2.0, kw_only=True, validator=validators.ge(MIN_BLOCK_SECONDS))
+    # The spacing of a batch's scores. Above the time a worker pool takes per job, a job pushed alone goes ahead
+    # of the rest of an earlier batch; a batch of n lets later pushes before its tail for up to n * pace.
+    _pace_seconds: float = field(default=0.001, kw_only=True, validator=validators.ge(MIN_PACE_SECONDS))
 
     def key(self, queue: str, priority: int) -> str:
-        """The list holding the ids of `queue` at `priority` (clamped to 0..9, so no id is stranded)."""
-        return f"{{{self._prefix}:q:{queue}}}:p{min(max(priority, 0), 9)}"
+        """The sorted set of `queue` at `priority` (clamped to 0..9, so no id is stranded)."""
+        return f"{{{self._prefix}:q:{queue}}}:z{min(max(priority, 0), 9)}"
 
     async def push(self, jobs: Sequence[Job]) -> None:
         batches: dict[str, list[str]] = {}
@@ -83,12 +122,28 @@ class RedisDispatcher:
         if not batches:
             return
         with _unavailable("push"):
-            # Not MULTI: atomicity buys nothing here (PostgreSQL re-dispatches), and a plain pipeline also
-            # works when the keys of a batch live on different cluster slots.
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key, ids in batches.items():
-                    pipe.rpush(key, *ids)
-                await pipe.execute()
+            failed = await self._run_push(batches)
+            if failed:  # the server lost its script cache (a restart): load it once, push those keys again
+                await self._client.script_load(PUSH)
+                if failed := await self._run_push({key: batches[key] for key in failed}):
+                    raise NoScriptError(f"push script still unknown after SCRIPT LOAD ({len(failed)} keys)")
+
+    async def _run_push(self, batches: dict[str, list[str]]) -> list[str]:
+        """The keys whose push the server refused for want of the script; any other error raises."""
+        pace = max(1, round(self._pace_seconds * 1_000_000))
+        # Not MULTI: atomicity buys nothing here (PostgreSQL re-dispatches), and a plain pipeline also works
+        # when the keys of a batch live on different cluster slots.
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key, ids in batches.items():
+                pipe.evalsha(PUSH_SHA, 1, key, pace, *ids)
+            replies = await pipe.execute(raise_on_error=False)
+        failed = []
+        for key, reply in zip(batches, replies, strict=True):
+            if isinstance(reply, NoScriptError):
+                failed.append(key)
+            elif isinstance(reply, Exception):
+                raise reply
+        return failed
 
     async def pop(self, queues: Sequence[str], *, limit: int, timeout: float) -> list[str]:
         if limit < 1 or not queues:
@@ -96,7 +151,7 @@ class RedisDispatcher:
         keys = [self.key(queue, priority) for queue in queues for priority in PRIORITIES]
         with _unavailable("pop"):
             if timeout < MIN_BLOCK_SECONDS:
-                return _ids(await self._client.lmpop(len(keys), *keys, direction="LEFT", count=limit))
+                return _ids(await self._client.zmpop(len(keys), keys, min=True, count=limit))
             return await self._block(keys, limit, seconds=timeout)
 
     async def _block(self, keys: list[str], limit: int, *, seconds: float) -> list[str]:
@@ -107,7 +162,7 @@ class RedisDispatcher:
         wait = seconds
         while wait >= MIN_BLOCK_SECONDS:
             block = min(wait, self._max_block_seconds)
-            reply = await self._client.blmpop(block, len(keys), *keys, direction="LEFT", count=limit)
+            reply = await self._client.bzmpop(block, len(keys), keys, min=True, count=limit)
             if reply:
                 return _ids(reply)
             wait = deadline - loop.time()
@@ -117,6 +172,6 @@ class RedisDispatcher:
         with _unavailable("size"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for priority in PRIORITIES:
-                    pipe.llen(self.key(queue, priority))
+                    pipe.zcard(self.key(queue, priority))
                 counts = await pipe.execute()
         return sum(int(count) for count in counts)

@@ -1,7 +1,13 @@
-"""What every Dispatcher must do. Subclass in a test module and provide a `dispatcher` fixture.
+"""What every Dispatcher must do. Subclass in a test module and provide a `dispatcher` fixture, built with a
+pace of PACE_SECONDS.
 
 Batches may stop short of `limit` (the Redis adapter never mixes priorities in one batch), so order is
 checked on the sequence a worker sees when it pops until nothing is left.
+
+The ordering rule (docs/design.md, "Dispatch on Redis"): priorities are strict; within a priority the k-th id
+of a push goes as if pushed k * pace later, so a batch keeps its order, single pushes are FIFO, and an id pushed
+alone after a batch overtakes the batch's tail. PACE_SECONDS is wide on purpose: a batch of BATCH ids spans
+GUARD_SECONDS, far longer than a test takes between two pushes, so the order under test never depends on timing.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from domain.job import Job
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 GUARD_SECONDS = 10.0  # turns a hang into a failure; never reached by a passing test
+PACE_SECONDS = 0.5
+BATCH = 21  # its last id is scored GUARD_SECONDS after its first
 
 
 def job(job_id: str, *, queue: str = "default", priority: int = 0) -> Job:
@@ -47,13 +55,54 @@ class DispatcherContract:
 
         assert flat(await drain(dispatcher, ["default", "other"])) == ["b", "a", "c"]
 
-    async def test_fifo_within_a_priority_across_batches(self, dispatcher: Dispatcher) -> None:
-        first = [f"first-{i:02}" for i in range(12)]
-        second = [f"second-{i:02}" for i in range(12)]
+    async def test_priorities_are_strict_whatever_the_push_order(self, dispatcher: Dispatcher) -> None:
+        low = [f"low-{i:02}" for i in range(BATCH)]
+        high = [f"high-{i:02}" for i in range(BATCH)]
+        await dispatcher.push([job(i, priority=2) for i in low])
+        await dispatcher.push([job("urgent", priority=9)])
+        await dispatcher.push([job(i, priority=5) for i in high])
+        await dispatcher.push([job("lone-low", priority=2)])
+
+        seen = flat(await drain(dispatcher, ["default"], limit=4))
+
+        assert seen[:BATCH + 1] == ["urgent", *high]
+        assert sorted(seen[BATCH + 1:]) == sorted([*low, "lone-low"])
+
+    async def test_a_batch_keeps_its_order(self, dispatcher: Dispatcher) -> None:
+        ids = [f"j{i:03}" for i in range(300)]  # not in any sorted order of their own
+        ids = ids[150:] + ids[:150]
+        await dispatcher.push([job(i, priority=3) for i in ids])
+
+        assert flat(await drain(dispatcher, ["default"], limit=7)) == ids
+
+    async def test_single_pushes_are_fifo(self, dispatcher: Dispatcher) -> None:
+        ids = [f"single-{i:02}" for i in range(12)][::-1]
+        for job_id in ids:
+            await dispatcher.push([job(job_id, priority=3)])
+
+        assert flat(await drain(dispatcher, ["default"], limit=5)) == ids
+
+    async def test_a_lone_later_job_overtakes_the_tail_of_an_earlier_batch(self, dispatcher: Dispatcher) -> None:
+        batch = [f"batch-{i:02}" for i in range(BATCH)]
+        await dispatcher.push([job(i, priority=3) for i in batch])
+        await dispatcher.push([job("lone", priority=3)])
+
+        seen = flat(await drain(dispatcher, ["default"], limit=5))
+
+        assert [i for i in seen if i != "lone"] == batch
+        assert seen.index("lone") < seen.index(batch[-1])
+
+    async def test_two_batches_interleave_each_in_its_own_order(self, dispatcher: Dispatcher) -> None:
+        first = [f"first-{i:02}" for i in range(BATCH)]
+        second = [f"second-{i:02}" for i in range(BATCH)]
         await dispatcher.push([job(i, priority=3) for i in first])
         await dispatcher.push([job(i, priority=3) for i in second])
 
-        assert flat(await drain(dispatcher, ["default"], limit=5)) == first + second
+        seen = flat(await drain(dispatcher, ["default"], limit=5))
+
+        assert [i for i in seen if i in first] == first
+        assert [i for i in seen if i in second] == second
+        assert seen.index(second[0]) < seen.index(first[-1])  # the first batch is not a wall in front of it
 
     async def test_limit_is_respected(self, dispatcher: Dispatcher) -> None:
         ids = [f"j{i}" for i in range(10)]
@@ -129,13 +178,23 @@ class DispatcherContract:
 
         assert sorted(await asyncio.gather(*pops)) == [[], ["only"]]
 
-    async def test_a_duplicate_push_is_delivered_twice(self, dispatcher: Dispatcher) -> None:
-        # Harmless by design: the claim in PostgreSQL starts only jobs that are still queued.
-        await dispatcher.push([job("dup")])
-        await dispatcher.push([job("dup")])
+    async def test_a_repushed_id_keeps_its_place_and_is_not_duplicated(self, dispatcher: Dispatcher) -> None:
+        # What PostgreSQL's re-dispatch does to an id still waiting: nothing changes.
+        batch = [f"batch-{i:02}" for i in range(BATCH)]
+        await dispatcher.push([job(i, priority=3) for i in batch])
+        await dispatcher.push([job(batch[-1], priority=3)])
+        await dispatcher.push([job(batch[-2], priority=3), job(batch[-1], priority=3)])
 
-        assert await dispatcher.size("default") == 2
-        assert flat(await drain(dispatcher, ["default"])) == ["dup", "dup"]
+        assert await dispatcher.size("default") == BATCH
+        assert flat(await drain(dispatcher, ["default"])) == batch
+
+    async def test_an_id_already_popped_can_be_pushed_again(self, dispatcher: Dispatcher) -> None:
+        # A worker killed after its pop: the re-dispatch sends the id again, and it must arrive.
+        await dispatcher.push([job("again"), job("again")])
+
+        assert await dispatcher.pop(["default"], limit=5, timeout=0) == ["again"]
+        await dispatcher.push([job("again")])
+        assert await dispatcher.pop(["default"], limit=5, timeout=0) == ["again"]
 
     async def test_size_counts_every_priority_of_one_queue(self, dispatcher: Dispatcher) -> None:
         await dispatcher.push([job(f"p{p}", priority=p) for p in range(10)] + [job("x", queue="other")])

@@ -87,11 +87,11 @@ async def job_states(url: str, ids: Sequence[str]) -> dict[str, str]:
 
 
 async def dispatched_ids(redis: Redis, prefix: str, queue: str = "default") -> list[str]:
-    """Every id waiting in the Redis lists of `queue` (duplicates kept)."""
+    """Every id waiting in the Redis sorted sets of `queue` (a set per priority: an id waits once in each)."""
     ids: list[str] = []
     for priority in PRIORITIES:
         ids += [v.decode() if isinstance(v, bytes) else v
-                for v in await redis.lrange(f"{{{prefix}:q:{queue}}}:p{priority}", 0, -1)]
+                for v in await redis.zrange(f"{{{prefix}:q:{queue}}}:z{priority}", 0, -1)]
     return ids
 
 

@@ -7,6 +7,7 @@ test error (raised by the fixture), never a skip.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,10 +19,11 @@ from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
+from adapters.redis import dispatcher as redis_module
 from adapters.redis.dispatcher import RedisDispatcher
 from application.ports import Dispatcher
 from domain.errors import Unavailable
-from tests.contracts.dispatcher import GUARD_SECONDS, DispatcherContract, job
+from tests.contracts.dispatcher import GUARD_SECONDS, PACE_SECONDS, DispatcherContract, job
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ async def prefix(client: Redis) -> AsyncIterator[str]:
 
 @pytest.fixture
 def redis_dispatcher(client: Redis, prefix: str) -> RedisDispatcher:
-    return RedisDispatcher(client, prefix)
+    return RedisDispatcher(client, prefix, pace_seconds=PACE_SECONDS)
 
 
 @pytest.fixture
@@ -62,20 +64,58 @@ async def test_keys_live_under_the_prefix_in_one_hash_tag_per_queue(
 
     keys = sorted([key async for key in client.scan_iter(match=f"*{prefix}*")])
 
-    assert keys == [f"{{{prefix}:q:default}}:p0", f"{{{prefix}:q:default}}:p9", f"{{{prefix}:q:mail}}:p3"]
-    assert await client.lrange(f"{{{prefix}:q:default}}:p9", 0, -1) == ["a"]
+    assert keys == [f"{{{prefix}:q:default}}:z0", f"{{{prefix}:q:default}}:z9", f"{{{prefix}:q:mail}}:z3"]
+    assert await client.zrange(f"{{{prefix}:q:default}}:z9", 0, -1) == ["a"]
     slots = {key_slot(redis_dispatcher.key("default", p).encode()) for p in range(10)}
     assert slots == {key_slot(f"{prefix}:q:default".encode())}
 
 
 async def test_a_batch_keeps_its_order_within_each_key(
         client: Redis, prefix: str, redis_dispatcher: RedisDispatcher) -> None:
-    ids = [f"j{i}" for i in range(500)]
+    ids = [f"j{i}" for i in range(5000)]  # more than one ZADD of the script's chunks
 
     await redis_dispatcher.push([job(i, priority=7 if i.endswith("7") else 1) for i in ids])
 
-    assert await client.lrange(redis_dispatcher.key("default", 7), 0, -1) == [i for i in ids if i.endswith("7")]
-    assert await client.llen(redis_dispatcher.key("default", 1)) == 450
+    assert await client.zrange(redis_dispatcher.key("default", 7), 0, -1) == [i for i in ids if i.endswith("7")]
+    assert await client.zcard(redis_dispatcher.key("default", 1)) == 4500
+
+
+async def test_scores_are_the_servers_microseconds_plus_k_paces(client: Redis, prefix: str) -> None:
+    dispatcher = RedisDispatcher(client, prefix, pace_seconds=0.0005)
+    before = await client.time()
+
+    await dispatcher.push([job("a"), job("b"), job("c")])
+
+    after = await client.time()
+    scores = [score for _id, score in await client.zrange(dispatcher.key("default", 0), 0, -1, withscores=True)]
+    first = scores[0]
+    assert before[0] * 1_000_000 + before[1] <= first <= after[0] * 1_000_000 + after[1]
+    assert scores == [first, first + 500, first + 1000]
+
+
+async def test_a_server_without_the_push_script_gets_it_loaded(
+        client: Redis, prefix: str, redis_dispatcher: RedisDispatcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A restarted server has an empty script cache. A script no server has seen stands in for that (SCRIPT
+    # FLUSH would empty the cache of everyone sharing this Redis).
+    fresh = f"{redis_module.PUSH}-- {uuid.uuid4().hex}\n"
+    monkeypatch.setattr(redis_module, "PUSH", fresh)
+    monkeypatch.setattr(redis_module, "PUSH_SHA", hashlib.sha1(fresh.encode()).hexdigest())
+
+    await redis_dispatcher.push([job("a"), job("b", queue="mail")])
+
+    assert await redis_dispatcher.pop(["default", "mail"], limit=5, timeout=0) == ["a"]
+    assert await redis_dispatcher.pop(["default", "mail"], limit=5, timeout=0) == ["b"]
+
+
+async def test_keys_of_the_old_list_layout_are_left_alone(
+        client: Redis, prefix: str, redis_dispatcher: RedisDispatcher) -> None:
+    # An upgrade: ids left in the lists of the old layout are re-dispatched by PostgreSQL, never popped from here.
+    await client.rpush(f"{{{prefix}:q:default}}:p0", "old")
+
+    await redis_dispatcher.push([job("new")])
+
+    assert await redis_dispatcher.pop(["default"], limit=5, timeout=0) == ["new"]
+    assert await redis_dispatcher.size("default") == 0
 
 
 async def test_two_prefixes_do_not_see_each_others_jobs(client: Redis, prefix: str) -> None:
@@ -157,3 +197,9 @@ async def test_a_pop_longer_than_the_socket_timeout_blocks_in_slices(
 def test_a_block_slice_shorter_than_the_minimum_is_refused(client: Redis) -> None:
     with pytest.raises(ValueError, match="max_block_seconds"):
         RedisDispatcher(client, "gnomon-test", max_block_seconds=0)
+
+
+def test_a_pace_under_a_microsecond_is_refused(client: Redis) -> None:
+    # Scores are whole microseconds: the ids of a batch would share one, and a set orders ties by id.
+    with pytest.raises(ValueError, match="pace_seconds"):
+        RedisDispatcher(client, "gnomon-test", pace_seconds=1e-7)
