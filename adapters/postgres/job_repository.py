@@ -23,8 +23,9 @@ from adapters.postgres.rows import (
     cursor_uuid,
     job_copy_rows,
     job_record,
-    outcome_records,
+    outcomes_json,
     run_record,
+    uuid_array,
 )
 from application.ports import Finished, JobFilter, Page, Promoted, QueueStats, Recorded, Submitted, Throughput
 from domain.errors import Conflict, InvalidInput, JobNotFound, StaleWrite
@@ -149,11 +150,10 @@ class PgJobRepository:
                      limited: Collection[str] = ()) -> Recorded:
         if not outcomes:
             return Recorded(refused=[], woken=[])
-        jobs = Json(outcome_records(outcomes))
         keys = {item.job.concurrency_key for item in outcomes if item.job.concurrency_key is not None}
         queues = {item.job.queue for item in outcomes if item.job.queue in limited}
         woken: list[Job] = []
-        params = {"ids": [item.job.id for item in outcomes], "jobs": jobs, "now": now}
+        params = {"ids": uuid_array(item.job.id for item in outcomes), "jobs": outcomes_json(outcomes), "now": now}
         if keys or queues:  # slots of keys or limited queues free: wake their held jobs in the same transaction
             async with connection(self._pool) as conn:
                 rows, woken = await flow.write_and_wake(conn, sql.FINISH_JOBS, params, now, keys, queues)

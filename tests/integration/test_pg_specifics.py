@@ -12,12 +12,11 @@ from typing import Any
 import psycopg
 import pytest
 from attrs import evolve
-from psycopg.types.json import Json
 
 from adapters.postgres import sql
 from adapters.postgres.job_repository import PgJobRepository
 from adapters.postgres.pool import Pool, connection, create_pool, open_pool
-from adapters.postgres.rows import outcome_records
+from adapters.postgres.rows import outcomes_json, uuid_array
 from adapters.postgres.schedule_repository import PgScheduleRepository
 from application.identity import new_id
 from application.ports import Finished, JobFilter
@@ -112,7 +111,7 @@ async def test_claims_and_outcomes_touch_only_their_own_rows_whatever_the_statis
             (j.succeed(token=j.version, now=at(2)) for j in claimed[:2])]
     claim = {"ids": [uuid.UUID(j.id) for j in made[2000:2002]], "worker": "w", "now": at(2), "expires_at": at(99),
              "limited": []}
-    finish = {"ids": [f.job.id for f in done], "jobs": Json(outcome_records(done)), "now": at(2)}
+    finish = {"ids": uuid_array(f.job.id for f in done), "jobs": outcomes_json(done), "now": at(2)}
     async with await psycopg.AsyncConnection.connect(pg_url) as conn:
         for query, params in ((sql.CLAIM, claim), (sql.FINISH_JOBS, finish)):
             plan = await (await conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + query, params)).fetchone()
