@@ -27,7 +27,7 @@ class UnstorableResult(Exception):
     """The handler returned something PostgreSQL cannot store as JSON (NaN, infinity, NUL characters...)."""
 
 
-@define
+@define(eq=False)
 class Attempt:
     """A claimed job in this worker: its latest lease (moved by heartbeats), its ctx and its task."""
 
@@ -36,6 +36,44 @@ class Attempt:
     task: asyncio.Task[Finished | None] | None = None
     lost: bool = False  # cancelled, or its lease lost: whatever it would write is refused
     released: bool = False  # given back at the end of a drain
+    timed_out: bool = False  # its timeout cancelled it: the attempt ends as `timeout`
+    timer: Timer | None = None
+
+
+@define(eq=False)
+class Timer:
+    """The timeout of the attempts of one claim that share a timeout: one timer of the loop for all of them (an
+    `asyncio.timeout` per job cost a tenth of a noop job), cancelled when the last of them ends."""
+
+    running: set[Attempt]
+    handle: asyncio.TimerHandle | None = None
+
+    def expire(self) -> None:
+        for attempt in self.running:
+            if attempt.task is not None:
+                attempt.timed_out = True
+                attempt.ctx.cancel()
+                attempt.task.cancel()
+
+    def ended(self, attempt: Attempt) -> None:
+        self.running.discard(attempt)
+        if not self.running and self.handle is not None:
+            self.handle.cancel()
+
+
+def arm_timeouts(attempts: list[Attempt], loop: asyncio.AbstractEventLoop) -> None:
+    """Start the timeouts of attempts whose tasks were just created: each fires `timeout_seconds` from now, after
+    the tasks' first steps (the loop runs callbacks already queued before timers that come due)."""
+    groups: dict[float, Timer] = {}
+    for attempt in attempts:
+        timer = groups.get(attempt.job.timeout_seconds)
+        if timer is None:
+            timer = groups[attempt.job.timeout_seconds] = Timer(set())
+        timer.running.add(attempt)
+        attempt.timer = timer
+    now = loop.time()
+    for seconds, timer in groups.items():
+        timer.handle = loop.call_at(now + seconds, timer.expire)
 
 
 @define
@@ -46,47 +84,36 @@ class Runner:
     worker_id: str
 
     async def outcome(self, attempt: Attempt) -> Finished | None:
-        """What to record for the attempt; None when nothing may be recorded (its lease is gone)."""
+        """What to record for the attempt; None when nothing may be recorded (its lease is gone). Its timeout is
+        the worker's (arm_timeouts): it cancels the task and marks the attempt `timed_out`."""
+        job = attempt.job
         try:
-            return await self._outcome(attempt)
+            handler = self.tasks.handler(job.task)
+            try:
+                if handler is None:
+                    raise PermanentFailure(f"task {job.task!r} is not registered on worker {self.worker_id}")
+                result = await self._call(handler, job.payload, attempt.ctx)
+                check_storable(result)
+            except asyncio.CancelledError:
+                attempt.ctx.cancel()
+                if attempt.released:
+                    return self._released(attempt)
+                if attempt.lost:
+                    return None  # cancelled or rescued elsewhere: whatever we wrote now would be refused
+                if attempt.timed_out:
+                    return self._failed(attempt, f"timed out after {job.timeout_seconds:g} s", Outcome.TIMEOUT)
+                raise
+            except (PermanentFailure, UnstorableResult) as exc:  # a retry would end the same way
+                return self._failed(attempt, describe(exc), permanent=True)
+            except Exception as exc:  # a handler may raise anything: that is its way of failing
+                return self._failed(attempt, describe(exc))
+            # The lease as the heartbeats left it, not as claimed: a job may outlive its first lease many times.
+            job = attempt.job
+            new, run = job.succeed(token=job.version, now=self.clock.now(), result=result)
+            return Finished(job=new, run=run)
         except LeaseLost:
             log.warning("job %s: lease lost before its outcome could be recorded", attempt.job.id)
             return None
-
-    async def _outcome(self, attempt: Attempt) -> Finished | None:
-        job = attempt.job
-        handler = self.tasks.handler(job.task)
-        try:
-            if handler is None:
-                raise PermanentFailure(f"task {job.task!r} is not registered on worker {self.worker_id}")
-            result = await self._within_timeout(self._call(handler, job.payload, attempt.ctx), job, attempt)
-            check_storable(result)
-        except asyncio.CancelledError:
-            attempt.ctx.cancel()
-            if attempt.released:
-                return self._released(attempt)
-            if attempt.lost:
-                return None  # cancelled or rescued elsewhere: whatever we wrote now would be refused
-            raise
-        except _TimedOut:
-            return self._failed(attempt, f"timed out after {job.timeout_seconds:g} s", Outcome.TIMEOUT)
-        except (PermanentFailure, UnstorableResult) as exc:  # a retry would end the same way
-            return self._failed(attempt, describe(exc), permanent=True)
-        except Exception as exc:  # a handler may raise anything: that is its way of failing
-            return self._failed(attempt, describe(exc))
-        # The lease as the heartbeats left it, not as claimed: a job may outlive its first lease many times.
-        new, run = attempt.job.succeed(token=attempt.job.version, now=self.clock.now(), result=result)
-        return Finished(job=new, run=run)
-
-    async def _within_timeout(self, call: Awaitable[Any], job: Job, attempt: Attempt) -> Any:
-        try:
-            async with asyncio.timeout(job.timeout_seconds) as limit:
-                return await call
-        except TimeoutError:
-            if limit.expired():  # ours; a TimeoutError the handler raised itself is an ordinary failure
-                attempt.ctx.cancel()
-                raise _TimedOut from None
-            raise
 
     def _call(self, handler: Any, payload: dict[str, Any], ctx: JobContext) -> Awaitable[Any]:
         if _is_async(handler):
@@ -105,10 +132,6 @@ class Runner:
 
     def _released(self, attempt: Attempt) -> Finished:
         return Finished(job=attempt.job.release(token=attempt.job.version, now=self.clock.now()), run=None)
-
-
-class _TimedOut(Exception):
-    pass
 
 
 _ASYNC: dict[Any, bool] = {}  # handler -> async or not: asked once per handler, not once per job

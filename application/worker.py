@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from attrs import define, field, frozen
 
 from application import reporting
-from application.attempt import Attempt, Runner
+from application.attempt import Attempt, Runner, arm_timeouts
 from application.ports import (
     NO_METRICS,
     Cancellations,
@@ -144,10 +144,11 @@ class Worker:
                                         lease_seconds=self.settings.lease_seconds, limited=self._limited())
         self._unclaimed = []
         reporting.claimed(self.metrics, claimed)
-        for job in claimed:
-            attempt = Attempt(job=job, ctx=JobContext.of(job, self._request_beat))
-            self.held[job.id] = attempt
+        attempts = [Attempt(job=job, ctx=JobContext.of(job, self._request_beat)) for job in claimed]
+        for attempt in attempts:
+            self.held[attempt.job.id] = attempt
             attempt.task = asyncio.create_task(self._execute(attempt))
+        arm_timeouts(attempts, asyncio.get_running_loop())
 
     async def _pop(self, limit: int) -> list[str]:
         """Pop, but give up the wait as soon as stop() is called: shutdown does not wait out a pop."""
@@ -173,6 +174,8 @@ class Worker:
         finally:
             self.held.pop(attempt.job.id, None)
             self._slot_freed.set()
+            if attempt.timer is not None:
+                attempt.timer.ended(attempt)
         if outcome is not None:
             self.executed += 1
             self.outbox.append(outcome)

@@ -96,6 +96,20 @@ async def test_the_timeout_ends_the_attempt_and_the_worker_goes_on() -> None:
     assert run.outcome is Outcome.TIMEOUT
 
 
+async def test_jobs_claimed_together_each_end_at_their_own_timeout() -> None:
+    stack = Stack()
+    slow = await submit(stack, task="sleep", payload={"seconds": 30}, timeout_seconds=0.05, max_attempts=1)
+    patient = await submit(stack, task="sleep", payload={"seconds": 0.2}, timeout_seconds=30)
+    stuck = await submit(stack, task="sleep", payload={"seconds": 30}, timeout_seconds=0.3, max_attempts=1)
+    async with working(stack.worker(concurrency=3)):
+        await settle(stack, slow, State.FAILED)
+        await settle(stack, patient, State.SUCCEEDED)
+        await settle(stack, stuck, State.FAILED)
+    for job_id in (slow, stuck):
+        [run] = await stack.jobs.runs(job_id)
+        assert run.outcome is Outcome.TIMEOUT and run.error is not None and "timed out after" in run.error
+
+
 async def test_sync_handlers_run_off_the_event_loop() -> None:
     stack = Stack()
     seen: list[bool] = []
