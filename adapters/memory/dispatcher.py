@@ -19,14 +19,14 @@ from typing import Final
 
 from attrs import define, field, validators
 
-from domain.job import Job
+from application.ports import Dispatchable
 
 PRIORITIES: Final = range(9, -1, -1)  # popped in this order
 
 Entry = tuple[float, int, str]  # score, then the push sequence (FIFO among equal scores), then the id
 
 
-def _priority(job: Job) -> int:
+def _priority(job: Dispatchable) -> int:
     # The domain keeps priorities in 0..9; clamping keeps a stray value from stranding a job in a set that
     # nothing pops (the Redis adapter does the same).
     return min(max(job.priority, 0), 9)
@@ -43,7 +43,7 @@ class InMemoryDispatcher:
     # wakes it. No polling.
     _pushed: asyncio.Event = field(factory=asyncio.Event, init=False, repr=False)
 
-    async def push(self, jobs: Sequence[Job]) -> None:
+    async def push(self, jobs: Sequence[Dispatchable]) -> None:
         now = self.clock()
         batches: dict[tuple[str, int], int] = {}  # ids pushed so far per set: k of the next one
         for job in jobs:

@@ -49,8 +49,8 @@ from attrs import define, field, validators
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
+from application.ports import Dispatchable
 from domain.errors import Unavailable
-from domain.job import Job
 
 PRIORITIES: Final = range(9, -1, -1)  # popped in this order
 # BZMPOP's timeout 0 means "block forever", and the server counts in milliseconds: a wait this short is not
@@ -115,7 +115,7 @@ class RedisDispatcher:
         """The sorted set of `queue` at `priority` (clamped to 0..9, so no id is stranded)."""
         return f"{{{self._prefix}:q:{queue}}}:z{min(max(priority, 0), 9)}"
 
-    async def push(self, jobs: Sequence[Job]) -> None:
+    async def push(self, jobs: Sequence[Dispatchable]) -> None:
         batches: dict[str, list[str]] = {}
         for job in jobs:
             batches.setdefault(self.key(job.queue, job.priority), []).append(job.id)
