@@ -4,16 +4,16 @@ one batch, so a thousand jobs cost a few statements, not a thousand round trips.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Final
 
 from attrs import evolve, frozen
 
-from application.ports import Cancellations, Clock, Dispatcher, Finished, JobFilter, JobRepository
+from application.manage_jobs import after_cancels
+from application.ports import NO_METRICS, Cancellations, Clock, Dispatcher, Finished, JobFilter, JobRepository, Metrics
 from application.submit_jobs import dispatch
-from domain.errors import IllegalTransition, InvalidInput, Unavailable
+from domain.errors import IllegalTransition, InvalidInput
 from domain.job import NEXT, TERMINAL, Job, State
 
 MAX_BULK: Final = 10_000
@@ -21,7 +21,6 @@ PAGE: Final = 500
 # Derived from the transition table: the states a manual retry leaves, and those a cancel leaves.
 RETRYABLE: Final = tuple(s for s in State if s in TERMINAL and State.QUEUED in NEXT.get(s, ()))
 CANCELLABLE: Final = tuple(s for s in State if State.CANCELLED in NEXT.get(s, ()))
-log = logging.getLogger("gnomon.jobs")
 
 
 @frozen(kw_only=True)
@@ -57,6 +56,7 @@ class CancelJobs:
     clock: Clock
     cancellations: Cancellations | None = None
     dispatcher: Dispatcher | None = None
+    metrics: Metrics = NO_METRICS
 
     async def __call__(self, where: JobFilter, *, limit: int) -> BulkOutcome:
         """Cancel up to `limit` jobs matching `where`, newest first (every unfinished one when `where` names no
@@ -65,19 +65,9 @@ class CancelJobs:
         now = self.clock.now()
         changes, refused = _transition(found, lambda job: _cancelled(job, now))
         changed, stale, woken = await _save(self.jobs, changes)
-        if self.dispatcher is not None:
-            await dispatch(self.dispatcher, woken)
-        await self._announce([c.job.id for c in changed if c.run is not None])
+        await after_cancels(changed, woken, dispatcher=self.dispatcher, cancellations=self.cancellations,
+                            metrics=self.metrics)
         return BulkOutcome(changed=[c.job for c in changed], skipped=refused + stale, more=more)
-
-    async def _announce(self, job_ids: list[str]) -> None:
-        if self.cancellations is None or not job_ids:
-            return
-        try:
-            await self.cancellations.announce(job_ids)
-        except Unavailable as exc:
-            log.warning("%d running jobs cancelled; their workers will see it at their heartbeat: %s",
-                        len(job_ids), exc)
 
 
 async def matching(jobs: JobRepository, where: JobFilter, states: Sequence[State],

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from attrs import frozen
 
+from application import reporting
 from application.manage_queues import with_settings
 from application.ports import (
+    NO_METRICS,
     Cancellations,
     Clock,
     Dispatcher,
+    Finished,
     JobFilter,
     JobRepository,
+    Metrics,
     Page,
     QueueSettingsRepository,
     QueueStats,
@@ -59,6 +64,7 @@ class CancelJob:
     clock: Clock
     cancellations: Cancellations | None = None
     dispatcher: Dispatcher | None = None
+    metrics: Metrics = NO_METRICS
 
     async def __call__(self, job_id: str) -> Job:
         for _ in range(ATTEMPTS_ON_RACE):
@@ -67,20 +73,28 @@ class CancelJob:
                 woken = await self.jobs.save(job, run)
             except StaleWrite:
                 continue  # the job moved under us (claimed, finished): decide again on the new state
-            if self.dispatcher is not None:
-                await dispatch(self.dispatcher, woken)
-            if run is not None:  # it was running: tell its worker now rather than at its heartbeat
-                await self._announce(job_id)
+            await after_cancels([Finished(job=job, run=run)], woken, dispatcher=self.dispatcher,
+                                cancellations=self.cancellations, metrics=self.metrics)
             return job
         raise StaleWrite(f"job {job_id}")
 
-    async def _announce(self, job_id: str) -> None:
-        if self.cancellations is None:
-            return
+
+async def after_cancels(changes: Sequence[Finished], woken: Sequence[Job], *, dispatcher: Dispatcher | None,
+                        cancellations: Cancellations | None, metrics: Metrics) -> None:
+    """Once cancels are committed (by hand, or a schedule's cancel_other): push the held jobs they woke (without a
+    dispatcher, the scheduler's sweep sends them), tell the workers of the jobs that were running now rather than
+    at their heartbeat, and count both."""
+    if dispatcher is not None:
+        await dispatch(dispatcher, woken)
+    running = [change.job.id for change in changes if change.run is not None]
+    if cancellations is not None and running:
         try:
-            await self.cancellations.announce([job_id])
+            await cancellations.announce(running)
         except Unavailable as exc:
-            log.warning("job %s cancelled; its worker will see it at its heartbeat: %s", job_id, exc)
+            log.warning("%d running jobs cancelled (%s); their workers will see it at their heartbeat: %s",
+                        len(running), ", ".join(running[:3]), exc)
+    reporting.cancelled(metrics, [change.job for change in changes])
+    reporting.woken(metrics, woken, by=reporting.BY_CANCEL)
 
 
 @frozen

@@ -6,7 +6,8 @@ from typing import Any, Final
 
 from attrs import evolve, frozen
 
-from application.ports import Clock, Dispatcher, JobRepository, QueueSettingsRepository, QueueStats
+from application import reporting
+from application.ports import NO_METRICS, Clock, Dispatcher, JobRepository, Metrics, QueueSettingsRepository, QueueStats
 from application.submit_jobs import dispatch
 from domain.flow import QueueSettings
 from domain.job import State
@@ -20,6 +21,7 @@ class UpdateQueue:
     jobs: JobRepository
     dispatcher: Dispatcher
     clock: Clock
+    metrics: Metrics = NO_METRICS
 
     async def __call__(self, queue: str, changes: dict[str, Any]) -> QueueSettings:
         """Change the given settings of a queue (the others keep their value). Workers apply them within a second;
@@ -28,7 +30,9 @@ class UpdateQueue:
         settings = (await self.queues.get(queue)).change(now=now, **changes)
         await self.queues.upsert(settings)
         if not settings.paused:
-            await dispatch(self.dispatcher, await self.jobs.wake(now, limit=WAKE_BATCH, queue=queue))
+            woken = await self.jobs.wake(now, limit=WAKE_BATCH, queue=queue)
+            await dispatch(self.dispatcher, woken)
+            reporting.woken(self.metrics, woken, by=reporting.BY_QUEUE_CHANGE)
         return settings
 
 

@@ -8,7 +8,19 @@ from typing import Any, Final
 from attrs import evolve, frozen
 
 from application.identity import new_id
-from application.ports import Clock, Dispatcher, JobRepository, Page, ScheduleRepository, TaskRegistry, Wakeup
+from application.manage_jobs import after_cancels
+from application.ports import (
+    NO_METRICS,
+    Cancellations,
+    Clock,
+    Dispatcher,
+    JobRepository,
+    Metrics,
+    Page,
+    ScheduleRepository,
+    TaskRegistry,
+    Wakeup,
+)
 from application.submit_jobs import dispatch
 from domain.errors import InvalidInput, JobNotFound, UnknownTask
 from domain.job import Job, State
@@ -83,17 +95,22 @@ class PauseSchedule:
 
 @frozen
 class _Firer:
-    """Records a firing and dispatches the jobs that are due now."""
+    """Records a firing and dispatches the jobs that are due now; the jobs a cancel_other cancelled are dealt with
+    as any cancel (their workers told, held jobs they woke dispatched)."""
 
     schedules: ScheduleRepository
     jobs: JobRepository
     dispatcher: Dispatcher
     clock: Clock
+    cancellations: Cancellations | None = None
+    metrics: Metrics = NO_METRICS
 
     async def _fire(self, firing: Firing) -> list[Job]:
-        stored = await self.schedules.record(firing)
-        await dispatch(self.dispatcher, [j for j in stored if j.state is State.QUEUED])
-        return stored
+        fired = await self.schedules.record(firing)
+        await dispatch(self.dispatcher, [j for j in fired.jobs if j.state is State.QUEUED])
+        await after_cancels(fired.cancelled, fired.woken, dispatcher=self.dispatcher,
+                            cancellations=self.cancellations, metrics=self.metrics)
+        return fired.jobs
 
     async def _previous(self, schedule: Schedule) -> Job | None:
         if schedule.last_job_id is None:

@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
-from attrs import frozen
+from attrs import field, frozen
 
 from domain.flow import QueueSettings
-from domain.job import Job, Run, State
+from domain.job import Hold, Job, Run, State
 from domain.schedule import Firing, Occurrence, Schedule
 
 
@@ -101,6 +101,7 @@ class QueueStats:
     oldest_queued_at: datetime | None
     finished_last_minute: int
     settings: QueueSettings | None = None  # filled in by QueueOverview
+    held: dict[Hold, int] = field(factory=dict)  # queued jobs held back by flow control, by reason (absent: none)
 
 
 @frozen(kw_only=True)
@@ -205,6 +206,17 @@ class JobRepository(Protocol):
 Planner = Callable[[Schedule, Job | None], Firing]
 
 
+@frozen(kw_only=True)
+class Fired:
+    """What recording firings did: the jobs stored, the jobs their cancel_other cancelled (with the runs that ended:
+    a run means the job was running, and its worker should be told), and the held jobs those cancels woke (no
+    longer held, stamped dispatched: the caller pushes them, or the sweep will)."""
+
+    jobs: list[Job]
+    cancelled: list[Finished] = field(factory=list)
+    woken: list[Job] = field(factory=list)
+
+
 class ScheduleRepository(Protocol):
     async def add(self, schedule: Schedule) -> None:
         """DuplicateSchedule if the name is taken."""
@@ -224,15 +236,16 @@ class ScheduleRepository(Protocol):
     async def delete(self, schedule_id: str) -> None:
         ...
 
-    async def record(self, firing: Firing) -> list[Job]:
-        """Atomically: save firing.schedule (CAS), store its jobs - skipping any whose
-        (schedule_id, scheduled_for) exists already - append its occurrences to the ledger and cancel
-        firing.cancel_job_ids. Returns the jobs actually stored."""
+    async def record(self, firing: Firing) -> Fired:
+        """Atomically: save firing.schedule (CAS), cancel firing.cancel_job_ids (cancel_other; held jobs of their
+        keys and limited queues are woken), store its jobs - skipping any whose (schedule_id, scheduled_for) exists
+        already - and append its occurrences to the ledger. The cancels come before the new jobs are gated, so a
+        new job of the cancelled one's key is not held behind it."""
         ...
 
-    async def fire_due(self, now: datetime, limit: int, plan: Planner) -> list[Job]:
+    async def fire_due(self, now: datetime, limit: int, plan: Planner) -> Fired:
         """For up to `limit` schedules due at `now`, each locked so that one replica handles it: call
-        plan(schedule, its last fired job) and record the firing as `record` does. Returns new jobs."""
+        plan(schedule, its last fired job) and record the firing as `record` does."""
         ...
 
     async def next_due_at(self) -> datetime | None:
@@ -396,7 +409,12 @@ class Metrics(Protocol):
         ...
 
     def queue_stats(self, stats: Sequence[QueueStats], now: datetime) -> None:
-        """Replace the queue depth (jobs by state) and oldest-queued-age gauges with these figures."""
+        """Replace the queue depth (jobs by state), held jobs (by reason) and oldest-queued-age gauges with these
+        figures."""
+        ...
+
+    def jobs_woken(self, queue: str, by: str, n: int) -> None:
+        """Held jobs dispatched because a slot freed, by who woke them (application/reporting.py: BY_*)."""
         ...
 
 
@@ -434,6 +452,9 @@ class NoMetrics:
         pass
 
     def queue_stats(self, stats: Sequence[QueueStats], now: datetime) -> None:
+        pass
+
+    def jobs_woken(self, queue: str, by: str, n: int) -> None:
         pass
 
 

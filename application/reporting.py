@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 from application.ports import Finished, Metrics
-from domain.job import Job
+from domain.job import Hold, Job, Outcome
 
 RELEASED = "released"  # an attempt handed back at shutdown: no run row, the attempt is not spent
+# Why a job is held, in the words an operator reads (the API's `held.reason`, the metrics' `reason` label): the
+# job field or the queue setting that holds it back.
+HELD_REASONS: Final = {Hold.KEY: "concurrency_key", Hold.QUEUE: "queue"}
+# Who woke held jobs (the `by` label of jobs_woken): `sweep` counts wake-ups that were lost and made up for late.
+BY_FINISH, BY_CANCEL, BY_RESCUE, BY_SWEEP, BY_QUEUE_CHANGE = "finish", "cancel", "rescue", "sweep", "queue_change"
+
+
+def held_reason(reason: Hold) -> str:
+    return HELD_REASONS[reason]
 
 
 def submitted(metrics: Metrics, jobs: Iterable[Job]) -> None:
@@ -34,3 +44,16 @@ def finished(metrics: Metrics, outcomes: Iterable[Finished]) -> None:
             metrics.run_duration(done.job.task, done.run.duration_seconds)
     for (queue, task, outcome), n in counts.items():
         metrics.jobs_finished(queue, task, outcome, n)
+
+
+def cancelled(metrics: Metrics, jobs: Iterable[Job]) -> None:
+    """Count cancelled jobs as finished with outcome `cancelled`, whether they were running or not (a worker whose
+    job is cancelled has its outcome refused and counts nothing, so each cancel is counted once, here)."""
+    for (queue, task), n in Counter((j.queue, j.task) for j in jobs).items():
+        metrics.jobs_finished(queue, task, str(Outcome.CANCELLED), n)
+
+
+def woken(metrics: Metrics, jobs: Iterable[Job], *, by: str) -> None:
+    """Count held jobs woken (dispatched because a slot freed), per queue, by who woke them."""
+    for queue, n in Counter(j.queue for j in jobs).items():
+        metrics.jobs_woken(queue, by, n)

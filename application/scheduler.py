@@ -12,8 +12,10 @@ from attrs import define, field, frozen
 
 from application import reporting
 from application.identity import new_id
+from application.manage_jobs import after_cancels
 from application.ports import (
     NO_METRICS,
+    Cancellations,
     Clock,
     Dispatchable,
     Dispatcher,
@@ -60,6 +62,7 @@ class SchedulerTick:
     clock: Clock
     settings: TickSettings = TickSettings()
     metrics: Metrics = NO_METRICS
+    cancellations: Cancellations | None = None  # tells workers at once of jobs a cancel_other cancelled
 
     async def __call__(self, *, sweep: bool = True) -> TickReport:
         started = time.perf_counter()  # a duration, not an instant: the monotonic clock is the right one
@@ -72,9 +75,11 @@ class SchedulerTick:
         promoted = await self.jobs.promote_due(now, self.settings.batch)
         fired = await self.schedules.fire_due(now, self.settings.batch, self._plan(now))
         self.metrics.jobs_promoted(len(promoted))
-        self.metrics.jobs_fired(len(fired))
-        queued: list[Dispatchable] = [*promoted, *(j for j in fired if j.state.value == "queued")]
+        self.metrics.jobs_fired(len(fired.jobs))
+        queued: list[Dispatchable] = [*promoted, *(j for j in fired.jobs if j.state.value == "queued"), *fired.woken]
         await dispatch(self.dispatcher, queued)
+        await after_cancels(fired.cancelled, fired.woken, dispatcher=None, cancellations=self.cancellations,
+                            metrics=self.metrics)
         rescued = redispatched = woken = pruned = 0
         if sweep:
             rescued = await self._rescue(now)
@@ -86,9 +91,10 @@ class SchedulerTick:
             await dispatch(self.dispatcher, again + late)
             redispatched, woken = len(again), len(late)
             self.metrics.redispatches(redispatched + woken)
+            reporting.woken(self.metrics, late, by=reporting.BY_SWEEP)
             pruned = await self._prune(now)
-        busy = len(promoted) >= self.settings.batch or len(fired) >= self.settings.batch
-        return TickReport(promoted=len(promoted), fired=len(fired), rescued=rescued,
+        busy = len(promoted) >= self.settings.batch or len(fired.jobs) >= self.settings.batch
+        return TickReport(promoted=len(promoted), fired=len(fired.jobs), rescued=rescued,
                           redispatched=redispatched, woken=woken, pruned=pruned, busy=busy)
 
     async def _prune(self, now: datetime) -> int:
@@ -122,6 +128,7 @@ class SchedulerTick:
                         job.lease.worker_id if job.lease else "?", job.attempt, lost.state)
             rescued.append(Finished(job=lost, run=run))
         await dispatch(self.dispatcher, woken)
+        reporting.woken(self.metrics, woken, by=reporting.BY_RESCUE)
         self.metrics.lease_rescues(len(rescued))
         reporting.finished(self.metrics, rescued)
         return len(rescued)

@@ -96,15 +96,15 @@ class UseCases(containers.DeclarativeContainer):
     list_jobs = providers.Factory(ListJobs, jobs=adapters.jobs)
     job_runs = providers.Factory(JobRuns, jobs=adapters.jobs)
     cancel_job = providers.Factory(CancelJob, jobs=adapters.jobs, clock=clock, cancellations=adapters.cancellations,
-                                   dispatcher=adapters.dispatcher)
+                                   dispatcher=adapters.dispatcher, metrics=metrics)
     retry_job = providers.Factory(RetryJob, jobs=adapters.jobs, dispatcher=adapters.dispatcher, clock=clock)
     queue_overview = providers.Factory(QueueOverview, jobs=adapters.jobs, clock=clock, queues=adapters.queue_settings)
     update_queue = providers.Factory(UpdateQueue, queues=adapters.queue_settings, jobs=adapters.jobs,
-                                     dispatcher=adapters.dispatcher, clock=clock)
+                                     dispatcher=adapters.dispatcher, clock=clock, metrics=metrics)
     queue_throughput = providers.Factory(QueueThroughput, jobs=adapters.jobs, clock=clock)
     retry_jobs = providers.Factory(RetryJobs, jobs=adapters.jobs, dispatcher=adapters.dispatcher, clock=clock)
     cancel_jobs = providers.Factory(CancelJobs, jobs=adapters.jobs, clock=clock, cancellations=adapters.cancellations,
-                                    dispatcher=adapters.dispatcher)
+                                    dispatcher=adapters.dispatcher, metrics=metrics)
 
     create_schedule = providers.Factory(CreateSchedule, schedules=adapters.schedules, clock=clock,
                                         tasks=adapters.tasks, wakeup=adapters.wakeup)
@@ -113,11 +113,14 @@ class UseCases(containers.DeclarativeContainer):
     delete_schedule = providers.Factory(DeleteSchedule, schedules=adapters.schedules)
     pause_schedule = providers.Factory(PauseSchedule, schedules=adapters.schedules, clock=clock)
     resume_schedule = providers.Factory(ResumeSchedule, schedules=adapters.schedules, jobs=adapters.jobs,
-                                        dispatcher=adapters.dispatcher, clock=clock)
+                                        dispatcher=adapters.dispatcher, clock=clock,
+                                        cancellations=adapters.cancellations, metrics=metrics)
     trigger_schedule = providers.Factory(TriggerSchedule, schedules=adapters.schedules, jobs=adapters.jobs,
-                                         dispatcher=adapters.dispatcher, clock=clock)
+                                         dispatcher=adapters.dispatcher, clock=clock,
+                                         cancellations=adapters.cancellations, metrics=metrics)
     backfill_schedule = providers.Factory(BackfillSchedule, schedules=adapters.schedules, jobs=adapters.jobs,
-                                          dispatcher=adapters.dispatcher, clock=clock)
+                                          dispatcher=adapters.dispatcher, clock=clock,
+                                          cancellations=adapters.cancellations, metrics=metrics)
     preview_schedule = providers.Factory(PreviewSchedule, schedules=adapters.schedules, clock=clock)
     get_schedule = providers.Factory(GetSchedule, schedules=adapters.schedules)
     list_schedules = providers.Factory(ListSchedules, schedules=adapters.schedules)
@@ -172,7 +175,7 @@ class Runtime:
             self.adapters.jobs(), self.adapters.schedules(), self.adapters.dispatcher(),
             self.use_cases.clock(),
             TickSettings(dispatch_timeout=timedelta(seconds=s.dispatch_timeout_seconds), retention=s.retention),
-            self.metrics)
+            self.metrics, cancellations=self.adapters.cancellations())
 
     def scheduler_loop(self) -> SchedulerLoop:
         return SchedulerLoop(self.tick(), self.adapters.jobs(), self.adapters.schedules(), self.adapters.wakeup(),

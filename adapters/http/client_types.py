@@ -42,6 +42,13 @@ class Lease(TypedDict):
     expires_at: str
 
 
+class Held(TypedDict):
+    """Why a queued job is held back by flow control (SPEC §6), and since when."""
+
+    reason: Literal["concurrency_key", "queue"]
+    since: str
+
+
 class JobInfo(TypedDict):
     id: str
     task: str
@@ -62,6 +69,7 @@ class JobInfo(TypedDict):
     result: Any
     last_error: str | None
     lease: Lease | None
+    held: Held | None
     created_at: str
     updated_at: str
     started_at: str | None
@@ -154,6 +162,10 @@ class QueueInfo(TypedDict):
     oldest_queued_at: str | None
     oldest_queued_age_seconds: float | None
     finished_last_minute: int
+    held: dict[str, int]  # by reason: concurrency_key, queue (part of counts["queued"])
+    max_running: int | None
+    max_per_second: float | None
+    paused: bool
 
 
 class Page(TypedDict, Generic[T]):

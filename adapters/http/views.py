@@ -12,8 +12,9 @@ from typing import Any
 import msgspec
 
 from application.ports import QueueStats
+from application.reporting import held_reason
 from domain.flow import QueueSettings
-from domain.job import Job, Run
+from domain.job import Hold, Job, Run
 from domain.retry import Backoff
 from domain.schedule import Occurrence, Schedule
 
@@ -43,6 +44,19 @@ class LeaseView(View):
     expires_at: datetime
 
 
+class HeldView(View):
+    """Why a queued job is not dispatched yet (flow control, SPEC §6), and since when."""
+
+    reason: str  # concurrency_key: its key has its limit in flight; queue: its queue is paused or at max_running
+    since: datetime
+
+    @classmethod
+    def of(cls, job: Job) -> HeldView | None:
+        if job.held_for is None or job.held_at is None:
+            return None
+        return cls(reason=held_reason(job.held_for), since=job.held_at.astimezone(UTC))
+
+
 class JobView(View):
     id: str
     task: str
@@ -63,6 +77,7 @@ class JobView(View):
     result: Any
     last_error: str | None
     lease: LeaseView | None
+    held: HeldView | None  # set while the job is queued but held back by flow control; null otherwise
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -81,6 +96,7 @@ class JobView(View):
             updated_at=job.updated_at.astimezone(UTC), started_at=z(job.started_at), finished_at=z(job.finished_at),
             lease=None if lease is None else LeaseView(worker_id=lease.worker_id,
                                                        expires_at=lease.expires_at.astimezone(UTC)),
+            held=HeldView.of(job),
         )
 
 
@@ -207,6 +223,7 @@ class QueueView(View):
     oldest_queued_at: datetime | None
     oldest_queued_age_seconds: float | None
     finished_last_minute: int
+    held: dict[str, int]  # queued jobs held back, by reason (concurrency_key, queue); part of counts["queued"]
     max_running: int | None  # the queue's runtime limits (PATCH /v1/queues/{name}); null: none
     max_per_second: float | None
     paused: bool
@@ -218,8 +235,13 @@ class QueueView(View):
         settings = stats.settings or QueueSettings(queue=stats.queue)
         return cls(queue=stats.queue, counts=stats.counts, oldest_queued_at=z(oldest),
                    oldest_queued_age_seconds=age, finished_last_minute=stats.finished_last_minute,
-                   max_running=settings.max_running, max_per_second=settings.max_per_second,
+                   held=held_counts(stats), max_running=settings.max_running, max_per_second=settings.max_per_second,
                    paused=settings.paused)
+
+
+def held_counts(stats: QueueStats) -> dict[str, int]:
+    """Held jobs of a queue by reason, every reason present (0 when none)."""
+    return {held_reason(reason): stats.held.get(reason, 0) for reason in Hold}
 
 
 class QueueSettingsView(View):

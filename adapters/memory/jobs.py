@@ -89,7 +89,7 @@ class InMemoryJobRepository:
 
     async def save(self, job: Job, run: Run | None = None) -> list[Job]:
         self.save_now(job, run)
-        return self._freed([job], job.updated_at)
+        return self.freed([job], job.updated_at)
 
     def save_now(self, job: Job, run: Run | None = None) -> None:
         stored = self.rows.get(job.id)
@@ -143,7 +143,7 @@ class InMemoryJobRepository:
                 continue
             self.save_now(item.job, item.run)
             written.append(item.job)
-        return Recorded(refused=refused, woken=self._freed(written, now))
+        return Recorded(refused=refused, woken=self.freed(written, now))
 
     async def expired(self, now: datetime, limit: int) -> list[Job]:
         lost = [j for j in self.rows.values()
@@ -179,15 +179,18 @@ class InMemoryJobRepository:
         counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(State, 0))
         oldest: dict[str, datetime] = {}
         recent: dict[str, int] = defaultdict(int)
+        held: dict[str, dict[Hold, int]] = defaultdict(dict)
         minute_ago = now - timedelta(minutes=1)
         for job in self.rows.values():
             counts[job.queue][job.state] += 1
+            if job.held_for is not None:
+                held[job.queue][job.held_for] = held[job.queue].get(job.held_for, 0) + 1
             if job.state is State.QUEUED:
                 oldest[job.queue] = min(oldest.get(job.queue, job.run_at), job.run_at)
             if job.state in TERMINAL and job.finished_at and job.finished_at >= minute_ago:
                 recent[job.queue] += 1
         return [QueueStats(queue=q, counts={str(s): n for s, n in c.items()}, oldest_queued_at=oldest.get(q),
-                           finished_last_minute=recent[q]) for q, c in sorted(counts.items())]
+                           finished_last_minute=recent[q], held=held.get(q, {})) for q, c in sorted(counts.items())]
 
     async def save_many(self, changes: Sequence[Finished]) -> Recorded:
         refused, written = [], []
@@ -198,9 +201,9 @@ class InMemoryJobRepository:
                 refused.append(item.job.id)
             else:
                 written.append(item.job)
-        return Recorded(refused=refused, woken=self._freed(written, max((j.updated_at for j in written), default=None)))
+        return Recorded(refused=refused, woken=self.freed(written, max((j.updated_at for j in written), default=None)))
 
-    def _freed(self, written: Sequence[Job], now: datetime | None) -> list[Job]:
+    def freed(self, written: Sequence[Job], now: datetime | None) -> list[Job]:
         """Held jobs woken because written jobs left their slot (as in PostgreSQL, a job now neither running nor
         dispatched, with a key or of a queue that limits starts, counts as having left one)."""
         left = [j for j in written if j.state is not State.RUNNING and not (j.state is State.QUEUED and not j.held)

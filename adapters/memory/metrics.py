@@ -60,12 +60,17 @@ class RecordingMetrics:
     def redispatches(self, n: int) -> None:
         self._count("redispatched", n=n)
 
+    def jobs_woken(self, queue: str, by: str, n: int) -> None:
+        self._count("woken", queue, by, n=n)
+
     def queue_stats(self, stats: Sequence[QueueStats], now: datetime) -> None:
         self.calls["queue_stats"] += 1
         self.gauges = {}
         for entry in stats:
             for state, n in entry.counts.items():
                 self.gauges["depth", entry.queue, state] = n
+            for reason, n in entry.held.items():
+                self.gauges["held", entry.queue, str(reason)] = n
             oldest = entry.oldest_queued_at
             self.gauges["oldest_age", entry.queue] = 0.0 if oldest is None else (now - oldest).total_seconds()
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime
 
 from attrs import evolve
 
 from adapters.memory.jobs import InMemoryJobRepository
 from adapters.memory.paging import keyset_page
-from application.ports import Page, Planner
+from application.ports import Finished, Fired, Page, Planner
 from domain.errors import DomainError, DuplicateSchedule, ScheduleNotFound, StaleWrite
-from domain.job import Job
 from domain.schedule import Fate, Firing, Occurrence, Schedule
 
 log = logging.getLogger("gnomon.memory")
@@ -56,34 +56,41 @@ class InMemoryScheduleRepository:
         del self.rows[schedule.id]
         self.ledger.pop(schedule.id, None)
 
-    async def record(self, firing: Firing) -> list[Job]:
+    async def record(self, firing: Firing) -> Fired:
         return self._record(firing, firing.schedule.updated_at)
 
-    def _record(self, firing: Firing, now: datetime) -> list[Job]:
+    def _record(self, firing: Firing, now: datetime) -> Fired:
         self._check(firing.schedule)
-        cancels = []
-        for job_id in firing.cancel_job_ids:
-            job = self.jobs.rows.get(job_id)
-            if job is not None and not job.terminal:
-                cancels.append(job.cancel(now=now))
+        # Displaced jobs are cancelled before the new ones are gated (as in PostgreSQL): a new job of the cancelled
+        # one's key is not held behind it, and held jobs of its key and queue are woken.
+        cancelled = self._cancel(firing.cancel_job_ids, now)
+        woken = self.jobs.freed([change.job for change in cancelled], now)
         stored = [s.job for s in self.jobs.add_now(firing.jobs, skip_fired=True)]
         # A job skipped because its occurrence has one already: the ledger keeps no entry for it, and the
         # schedule's last job is the one that holds the occurrence (as the PostgreSQL adapter does).
         kept = {j.id for j in stored}  # by id: a stored job may be held (adapters/memory/flow.py), not equal
         replaced = {j.id: self.jobs.holder_of(j) for j in firing.jobs if j.id not in kept}
-        for cancelled, run in cancels:
-            self.jobs.save_now(cancelled, run)
         schedule = firing.schedule
         if schedule.last_job_id in replaced:
             schedule = evolve(schedule, last_job_id=replaced[schedule.last_job_id])
         self.rows[schedule.id] = schedule
         self.ledger[schedule.id].extend(e for e in firing.occurrences if e.job_id not in replaced)
-        return stored
+        return Fired(jobs=stored, cancelled=cancelled, woken=woken)
 
-    async def fire_due(self, now: datetime, limit: int, plan: Planner) -> list[Job]:
+    def _cancel(self, job_ids: Iterable[str], now: datetime) -> list[Finished]:
+        cancelled = []
+        for job_id in job_ids:
+            job = self.jobs.rows.get(job_id)
+            if job is not None and not job.terminal:
+                done, run = job.cancel(now=now)
+                self.jobs.save_now(done, run)
+                cancelled.append(Finished(job=done, run=run))
+        return cancelled
+
+    async def fire_due(self, now: datetime, limit: int, plan: Planner) -> Fired:
         due = sorted((s for s in self.rows.values() if s.due_at is not None and s.due_at <= now),
                      key=lambda s: s.due_at or now)[:limit]
-        fired: list[Job] = []
+        fired = Fired(jobs=[])
         for schedule in due:
             previous = self.jobs.rows.get(schedule.last_job_id) if schedule.last_job_id else None
             try:
@@ -91,7 +98,9 @@ class InMemoryScheduleRepository:
             except DomainError as exc:  # one broken schedule must not stop the others
                 log.error("schedule %s could not be planned: %s", schedule.id, exc)
                 continue
-            fired += self._record(firing, now)
+            recorded = self._record(firing, now)
+            fired = Fired(jobs=fired.jobs + recorded.jobs, cancelled=fired.cancelled + recorded.cancelled,
+                          woken=fired.woken + recorded.woken)
         return fired
 
     async def next_due_at(self) -> datetime | None:

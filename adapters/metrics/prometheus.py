@@ -17,6 +17,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from application.ports import QueueStats
+from application.reporting import HELD_REASONS
 
 RUN_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 LATENESS_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -59,6 +60,13 @@ class PrometheusMetrics:
                                      registry=r)
         self._depth = Gauge("gnomon_queue_jobs", "Jobs in a queue by state (updated by the scheduler)",
                             ["queue", "state"], registry=r)
+        self._held = Gauge("gnomon_queue_held_jobs",
+                           "Queued jobs held back by flow control, by reason: concurrency_key or queue (updated by "
+                           "the scheduler; also counted in gnomon_queue_jobs{state=\"queued\"})",
+                           ["queue", "reason"], registry=r)
+        self._woken = Counter("gnomon_jobs_woken", "Held jobs dispatched because a slot freed, by who woke them "
+                              "(finish, cancel, rescue, queue_change; sweep: a lost wake-up made up for late)",
+                              ["queue", "by"], registry=r)
         self._oldest = Gauge("gnomon_queue_oldest_queued_age_seconds",
                              "Age of the oldest queued job past its due time (updated by the scheduler)",
                              ["queue"], registry=r)
@@ -93,12 +101,18 @@ class PrometheusMetrics:
     def redispatches(self, n: int) -> None:
         self._redispatches.inc(n)
 
+    def jobs_woken(self, queue: str, by: str, n: int) -> None:
+        self._woken.labels(queue, by).inc(n)
+
     def queue_stats(self, stats: Sequence[QueueStats], now: datetime) -> None:
         # Cleared first: a queue that no longer holds any job drops out instead of keeping its last figures.
         self._depth.clear()
+        self._held.clear()
         self._oldest.clear()
         for entry in stats:
             for state, n in entry.counts.items():
                 self._depth.labels(entry.queue, state).set(n)
+            for reason, label in HELD_REASONS.items():
+                self._held.labels(entry.queue, label).set(entry.held.get(reason, 0))
             oldest = entry.oldest_queued_at
             self._oldest.labels(entry.queue).set(0.0 if oldest is None else max((now - oldest).total_seconds(), 0))

@@ -71,6 +71,13 @@ queues AS (
 UNION ALL
 (SELECT 'queue', name FROM queues WHERE name IS NOT NULL LIMIT %(limit)s)"""
 
+# Held jobs per queue and reason (the held gauge), each arm within its partial held index (jobs_held_key,
+# jobs_held_queue): nothing held, two empty probes.
+HELD_COUNTS: Final = """
+SELECT queue, 'key' AS reason, count(*) AS n FROM jobs WHERE state = 'queued' AND held_for = 'key' GROUP BY queue
+UNION ALL
+SELECT queue, 'queue', count(*) FROM jobs WHERE state = 'queued' AND held_for = 'queue' GROUP BY queue"""
+
 # -- queue settings -------------------------------------------------------------------------------------------
 
 ALL_QUEUE_SETTINGS: Final = "SELECT * FROM queue_settings ORDER BY queue"

@@ -14,7 +14,7 @@ from psycopg import sql as compose
 from psycopg.rows import DictRow, tuple_row
 from psycopg.types.json import Json
 
-from adapters.postgres import flow, sql
+from adapters.postgres import flow, flow_sql, sql
 from adapters.postgres.pool import Pool, connection, transaction
 from adapters.postgres.rows import (
     _job_from_row,
@@ -29,7 +29,7 @@ from adapters.postgres.rows import (
 )
 from application.ports import Finished, JobFilter, Page, Promoted, QueueStats, Recorded, Submitted, Throughput
 from domain.errors import Conflict, InvalidInput, JobNotFound, StaleWrite
-from domain.job import Job, Run, State
+from domain.job import Hold, Job, Run, State
 
 Connection = psycopg.AsyncConnection[DictRow]
 
@@ -197,6 +197,10 @@ class PgJobRepository:
     async def queue_stats(self, now: datetime) -> list[QueueStats]:
         async with connection(self._pool) as conn:
             rows = await (await conn.execute(sql.QUEUE_STATS, {"since": now - timedelta(minutes=1)})).fetchall()
+            held_rows = await (await conn.execute(flow_sql.HELD_COUNTS)).fetchall()
+        held: dict[str, dict[Hold, int]] = {}
+        for row in held_rows:
+            held.setdefault(row["queue"], {})[Hold(row["reason"])] = row["n"]
         stats: dict[str, dict[str, Any]] = {}
         for row in rows:
             entry = stats.setdefault(row["queue"], {"counts": {str(s): 0 for s in State}, "oldest": None, "done": 0})
@@ -205,7 +209,8 @@ class PgJobRepository:
             if row["oldest_queued_at"] is not None:
                 entry["oldest"] = row["oldest_queued_at"].astimezone(UTC)
         return [QueueStats(queue=queue, counts=e["counts"], oldest_queued_at=e["oldest"],
-                           finished_last_minute=e["done"]) for queue, e in sorted(stats.items())]
+                           finished_last_minute=e["done"], held=held.get(queue, {}))
+                for queue, e in sorted(stats.items())]
 
     async def save_many(self, changes: Sequence[Finished]) -> Recorded:
         if not changes:

@@ -15,7 +15,7 @@ from psycopg import errors
 from psycopg.rows import DictRow
 from psycopg.types.json import Json
 
-from adapters.postgres import flow, sql
+from adapters.postgres import flow, flow_sql, sql
 from adapters.postgres.job_repository import write_jobs
 from adapters.postgres.pool import Pool, connection, transaction
 from adapters.postgres.rows import (
@@ -28,7 +28,7 @@ from adapters.postgres.rows import (
     occurrence_record,
     schedule_record,
 )
-from application.ports import Finished, Page, Planner
+from application.ports import Finished, Fired, Page, Planner
 from domain.errors import Conflict, DomainError, DuplicateSchedule, InvalidInput, ScheduleNotFound, StaleWrite
 from domain.job import Job
 from domain.schedule import Firing, Occurrence, Schedule
@@ -75,11 +75,11 @@ class PgScheduleRepository:
         if cur.rowcount == 0:
             raise ScheduleNotFound(schedule_id)
 
-    async def record(self, firing: Firing) -> list[Job]:
+    async def record(self, firing: Firing) -> Fired:
         async with transaction(self._pool) as conn:
             return await _persist(conn, [firing], now=firing.schedule.updated_at)
 
-    async def fire_due(self, now: datetime, limit: int, plan: Planner) -> list[Job]:
+    async def fire_due(self, now: datetime, limit: int, plan: Planner) -> Fired:
         async with transaction(self._pool) as conn:
             rows = await (await conn.execute(sql.LOCK_DUE_SCHEDULES, {"now": now, "limit": limit})).fetchall()
             due = [_schedule_from_row(row) for row in rows]
@@ -159,9 +159,12 @@ async def _save(conn: Connection, schedules: Sequence[Schedule]) -> None:
             raise StaleWrite(f"schedule {schedule.id}") if exists else ScheduleNotFound(schedule.id)
 
 
-async def _persist(conn: Connection, firings: Sequence[Firing], *, now: datetime) -> list[Job]:
-    """Record firings inside the caller's transaction; the jobs actually stored come back."""
-    jobs = await flow.gate_new(conn, [job for firing in firings for job in firing.jobs], now)
+async def _persist(conn: Connection, firings: Sequence[Firing], *, now: datetime) -> Fired:
+    """Record firings inside the caller's transaction. The jobs they displace (cancel_other) are cancelled first,
+    so that the new jobs are gated against what still runs: a new job of the cancelled one's key is not held."""
+    new = [job for firing in firings for job in firing.jobs]
+    cancelled, woken = await _cancel(conn, [job_id for f in firings for job_id in f.cancel_job_ids], new, now)
+    jobs = await flow.gate_new(conn, new, now)
     stored: set[str] = set()
     if jobs:
         try:
@@ -175,8 +178,7 @@ async def _persist(conn: Connection, firings: Sequence[Firing], *, now: datetime
     entries = [e for f in firings for e in f.occurrences if e.job_id is None or e.job_id not in replaced]
     if entries:
         await conn.execute(sql.INSERT_OCCURRENCES, {"entries": Json([occurrence_record(e) for e in entries])})
-    await _cancel(conn, [job_id for f in firings for job_id in f.cancel_job_ids], now)
-    return [job for job in jobs if job.id in stored]
+    return Fired(jobs=[job for job in jobs if job.id in stored], cancelled=cancelled, woken=woken)
 
 
 async def _holders(conn: Connection, skipped: list[Job]) -> dict[str, str]:
@@ -199,19 +201,38 @@ def _repoint(schedule: Schedule, replaced: dict[str, str]) -> Schedule:
     return schedule
 
 
-async def _cancel(conn: Connection, job_ids: list[str], now: datetime) -> None:
-    """Cancel the jobs a firing displaces (cancel_other), closing their running attempts."""
+async def _cancel(conn: Connection, job_ids: list[str], new: Sequence[Job],
+                  now: datetime) -> tuple[list[Finished], list[Job]]:
+    """Cancel the jobs firings displace (cancel_other), closing their running attempts, and wake the held jobs of
+    their keys and limiting queues; the cancels written, and the jobs woken.
+
+    As any cancel, it locks before it writes (the job may be one a claim is deciding on), and the lock comes before
+    the row lock. The locks are taken exclusively, as a holder's, and with them the keys of the `new` jobs that gating
+    locks next: this transaction wakes, then holds, and a shared lock it upgraded later could deadlock with another
+    such transaction. One statement, sorted, as every flow lock (adapters/postgres/flow_sql.py)."""
     ids = [key for job_id in job_ids if (key := as_uuid(job_id)) is not None]
     if not ids:
-        return
-    rows = await (await conn.execute(sql.JOBS_BY_IDS_FOR_UPDATE, {"ids": ids})).fetchall()
-    outcomes = []
-    for job in (_job_from_row(row) for row in rows):
-        if not job.terminal:
-            cancelled, run = job.cancel(now=now)
-            outcomes.append(Finished(job=cancelled, run=run))
-    if outcomes:
-        await write_jobs(conn, sql.SAVE_JOBS, outcomes, {})
+        return [], []
+    seen = [_job_from_row(row) for row in await (await conn.execute(sql.JOBS_BY_IDS, {"ids": ids})).fetchall()]
+    live = [job for job in seen if not job.terminal]
+    keys = {job.concurrency_key for job in live if job.concurrency_key is not None}
+    queues = await flow.limiting(conn, {job.queue for job in live})
+    if keys or queues:
+        holding = keys | {job.concurrency_key for job in new if job.concurrency_key is not None}
+        await conn.execute(flow_sql.LOCK_FOR_HOLDING, {"keys": sorted(holding), "queues": sorted(queues)})
+    wanted = {job.id for job in live}
+    params = {"ids": [key for key in ids if str(key) in wanted]}
+    rows = await (await conn.execute(sql.JOBS_BY_IDS_FOR_UPDATE, params)).fetchall()
+    outcomes = [_cancelled(job, now) for job in map(_job_from_row, rows) if not job.terminal]
+    if not outcomes:
+        return [], []
+    await write_jobs(conn, sql.SAVE_JOBS, outcomes, {})
+    return outcomes, await flow.wake(conn, now, keys=keys, queues=queues)
+
+
+def _cancelled(job: Job, now: datetime) -> Finished:
+    cancelled, run = job.cancel(now=now)
+    return Finished(job=cancelled, run=run)
 
 
 def _ledger_cursor(cursor: str | None) -> int | None:

@@ -136,8 +136,8 @@ class FlowControlContract:
     async def test_a_schedules_jobs_obey_the_key_of_its_template(self, jobs, schedules) -> None:
         schedule = make_schedule(job=JobSpec(task="noop", concurrency_key="nightly-report", concurrency_limit=1))
         await schedules.add(schedule)
-        [first] = await schedules.fire_due(at(60), 10, planner(at(60)))
+        [first] = (await schedules.fire_due(at(60), 10, planner(at(60)))).jobs
         assert not first.held
         await jobs.claim([first.id], worker_id="w", now=at(61), lease_seconds=600)  # alive at the next firing
-        [second] = await schedules.fire_due(at(120), 10, planner(at(120)))  # the first still runs
+        [second] = (await schedules.fire_due(at(120), 10, planner(at(120)))).jobs  # the first still runs
         assert second.held_for is Hold.KEY and (await jobs.get(second.id)).held_for is Hold.KEY

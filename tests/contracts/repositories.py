@@ -309,7 +309,7 @@ class ScheduleRepositoryContract:
     async def test_delete_keeps_past_jobs(self, jobs, schedules) -> None:
         schedule = make_schedule()
         await schedules.add(schedule)
-        [job] = await schedules.fire_due(at(60), 10, planner(at(60)))
+        [job] = (await schedules.fire_due(at(60), 10, planner(at(60)))).jobs
         await schedules.delete(schedule.id)
         with pytest.raises(ScheduleNotFound):
             await schedules.get(schedule.id)
@@ -318,10 +318,10 @@ class ScheduleRepositoryContract:
     async def test_fire_due_fires_each_occurrence_once(self, jobs, schedules) -> None:
         schedule = make_schedule()
         await schedules.add(schedule)
-        assert await schedules.fire_due(at(59), 10, planner(at(59))) == []
-        [job] = await schedules.fire_due(at(60), 10, planner(at(60)))
+        assert (await schedules.fire_due(at(59), 10, planner(at(59)))).jobs == []
+        [job] = (await schedules.fire_due(at(60), 10, planner(at(60)))).jobs
         assert job.schedule_id == schedule.id and job.scheduled_for == at(60) and job.state is State.QUEUED
-        assert await schedules.fire_due(at(60), 10, planner(at(60))) == []
+        assert (await schedules.fire_due(at(60), 10, planner(at(60)))).jobs == []
         stored = await schedules.get(schedule.id)
         assert stored.next_fire_at == at(120) and stored.last_job_id == job.id and stored.fired_count == 1
         assert await jobs.get(job.id) == job
@@ -336,7 +336,7 @@ class ScheduleRepositoryContract:
         current = await schedules.get(schedule.id)
         from attrs import evolve
         forced = evolve(replay, schedule=evolve(replay.schedule, version=current.version + 1))
-        assert await schedules.record(forced) == []
+        assert (await schedules.record(forced)).jobs == []
         after = await schedules.get(schedule.id)
         assert after.last_job_id == current.last_job_id  # the job that holds the occurrence
         ledger = (await schedules.occurrences(schedule.id, limit=10, cursor=None)).items
@@ -357,9 +357,9 @@ class ScheduleRepositoryContract:
     async def test_cancel_other_cancels_the_running_job(self, jobs, schedules) -> None:
         schedule = make_schedule(overlap_policy="cancel_other")
         await schedules.add(schedule)
-        [first] = await schedules.fire_due(at(60), 10, planner(at(60)))
+        [first] = (await schedules.fire_due(at(60), 10, planner(at(60)))).jobs
         await jobs.claim([first.id], worker_id="w", now=at(61), lease_seconds=LEASE)
-        [second] = await schedules.fire_due(at(120), 10, planner(at(120)))
+        [second] = (await schedules.fire_due(at(120), 10, planner(at(120)))).jobs
         assert (await jobs.get(first.id)).state is State.CANCELLED
         assert [r.outcome for r in await jobs.runs(first.id)] == [Outcome.CANCELLED]
         assert second.scheduled_for == at(120)
@@ -368,5 +368,5 @@ class ScheduleRepositoryContract:
         schedule = make_schedule()
         await schedules.add(schedule)
         await schedules.save(schedule.pause(now=at(1)))
-        assert await schedules.fire_due(at(600), 10, planner(at(600))) == []
+        assert (await schedules.fire_due(at(600), 10, planner(at(600)))).jobs == []
         assert await schedules.next_due_at() is None

@@ -137,7 +137,7 @@ async def test_concurrent_scheduler_replicas_fire_each_occurrence_once(
 
     async def tick(repo: PgScheduleRepository) -> list[str]:
         fired: list[str] = []
-        while batch := await repo.fire_due(at(600), 3, planner(at(600))):
+        while batch := (await repo.fire_due(at(600), 3, planner(at(600)))).jobs:
             fired += [j.id for j in batch]
         return fired
 
@@ -154,11 +154,12 @@ async def test_a_replayed_firing_leaves_no_phantom_in_the_ledger(schedules: PgSc
                                                                  jobs: PgJobRepository) -> None:
     schedule = make_schedule()
     await schedules.add(schedule)
-    [job] = await schedules.fire_due(at(60), 10, planner(at(60)))
+    [job] = (await schedules.fire_due(at(60), 10, planner(at(60)))).jobs
     replay = schedule.plan(now=at(60), previous=None, new_id=new_id)
     current = await schedules.get(schedule.id)
 
-    assert await schedules.record(evolve(replay, schedule=evolve(replay.schedule, version=current.version + 1))) == []
+    replayed = evolve(replay, schedule=evolve(replay.schedule, version=current.version + 1))
+    assert (await schedules.record(replayed)).jobs == []
 
     ledger = (await schedules.occurrences(schedule.id, limit=10, cursor=None)).items
     assert [(e.fate, e.job_id) for e in ledger] == [(Fate.FIRED, job.id)]
@@ -183,7 +184,7 @@ async def test_submitting_a_job_for_a_fired_occurrence_is_refused(schedules: PgS
                                                                  jobs: PgJobRepository) -> None:
     schedule = make_schedule()
     await schedules.add(schedule)
-    [job] = await schedules.fire_due(at(60), 10, planner(at(60)))
+    [job] = (await schedules.fire_due(at(60), 10, planner(at(60)))).jobs
     with pytest.raises(StaleWrite):
         await jobs.add([evolve(make_job(), schedule_id=schedule.id, scheduled_for=job.scheduled_for)])
 

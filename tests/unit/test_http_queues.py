@@ -27,8 +27,8 @@ async def test_a_patch_changes_only_the_fields_given_and_get_shows_them(api: Api
     await submit(api)
     assert (await queues(api))["default"] | {"counts": None} == {
         "queue": "default", "counts": None, "oldest_queued_at": "2026-03-02T12:00:00Z",
-        "oldest_queued_age_seconds": 0.0, "finished_last_minute": 0, "max_running": None, "max_per_second": None,
-        "paused": False}
+        "oldest_queued_age_seconds": 0.0, "finished_last_minute": 0, "held": {"concurrency_key": 0, "queue": 0},
+        "max_running": None, "max_per_second": None, "paused": False}
 
     first = await api.client.patch("/v1/queues/default", json={"max_running": 5, "max_per_second": 2.5})
     second = await api.client.patch("/v1/queues/default", json={"paused": True})

@@ -1,0 +1,87 @@
+"""A schedule's cancel_other on PostgreSQL and Redis: the cancel_other contract on the PostgreSQL adapters, and the
+scheduler's tick treating the cancel as any cancel - the cancelled job's worker hears of it on the Redis channel
+at once, and the jobs held behind its key are pushed to Redis in the same tick, not at a later sweep."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from adapters.memory.clock import FrozenClock
+from adapters.memory.metrics import RecordingMetrics
+from adapters.postgres.job_repository import PgJobRepository
+from adapters.postgres.pool import Pool, create_pool, open_pool
+from adapters.postgres.queue_settings import PgQueueSettingsRepository
+from adapters.postgres.schedule_repository import PgScheduleRepository
+from adapters.redis.cancellations import RedisCancellations
+from adapters.redis.dispatcher import RedisDispatcher
+from application.ports import JobFilter, JobRepository, QueueSettingsRepository, ScheduleRepository
+from application.scheduler import SchedulerTick
+from domain.job import Hold, JobSpec, State
+from tests.contracts.cancel_other import CancelOtherContract
+from tests.contracts.repositories import at, make_job, make_schedule
+
+
+@pytest.fixture
+async def pool(pg_url: str) -> AsyncIterator[Pool]:
+    pool = create_pool(pg_url, max_size=4)
+    await open_pool(pool)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def jobs(pool: Pool) -> JobRepository:
+    return PgJobRepository(pool)
+
+
+@pytest.fixture
+def schedules(pool: Pool) -> ScheduleRepository:
+    return PgScheduleRepository(pool)
+
+
+@pytest.fixture
+def queue_settings(pool: Pool) -> QueueSettingsRepository:
+    return PgQueueSettingsRepository(pool)
+
+
+class TestPgCancelOther(CancelOtherContract):
+    pass
+
+
+async def test_a_tick_that_cancels_a_running_job_tells_its_worker_and_pushes_what_waited_behind_it(
+        pool: Pool, redis_client: Redis, redis_prefix: str) -> None:
+    jobs, schedules = PgJobRepository(pool), PgScheduleRepository(pool)
+    dispatcher = RedisDispatcher(redis_client, redis_prefix)
+    cancellations = RedisCancellations(redis_client, redis_prefix)
+    listener = RedisCancellations(redis_client, redis_prefix)  # a worker's subscription
+    assert await listener.listen(timeout=0) == []
+    clock, metrics = FrozenClock(at(60)), RecordingMetrics()
+    tick = SchedulerTick(jobs, schedules, dispatcher, clock, metrics=metrics, cancellations=cancellations)
+    schedule = make_schedule(overlap_policy="cancel_other",
+                             job=JobSpec(task="noop", concurrency_key="nightly", concurrency_limit=1))
+    await schedules.add(schedule)
+    await tick(sweep=False)
+    [first] = await dispatcher.pop(["default"], limit=10, timeout=1)
+    await jobs.claim([first], worker_id="w1", now=at(61), lease_seconds=600)
+    [waiting] = [s.job for s in await jobs.add([make_job(at(70), concurrency_key="nightly")])]
+    assert waiting.held_for is Hold.KEY
+
+    clock.at = at(120)
+    report = await tick(sweep=False)
+
+    try:
+        assert report.fired == 1
+        assert (await jobs.get(first)).state is State.CANCELLED
+        assert await listener.listen(timeout=10) == [first]  # a bound to wait for the message, not a timing check
+        assert await dispatcher.pop(["default"], limit=10, timeout=1) == [waiting.id]
+        assert not (await jobs.get(waiting.id)).held
+        fired = (await jobs.list(JobFilter(schedule_id=schedule.id), limit=10, cursor=None)).items
+        [second] = [j for j in fired if j.id != first]
+        assert second.held_for is Hold.KEY  # behind the job that waited, which took the key's slot first
+        assert metrics.counters["finished", "default", "noop", "cancelled"] == 1
+        assert metrics.counters["woken", "default", "cancel"] == 1
+    finally:
+        await listener.close()
