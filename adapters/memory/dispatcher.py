@@ -35,7 +35,7 @@ def _priority(job: Dispatchable) -> int:
 @define
 class InMemoryDispatcher:
     sets: dict[str, dict[int, list[Entry]]] = field(factory=dict)
-    pace: float = field(default=0.001, kw_only=True, validator=validators.ge(0))
+    pace: float = field(default=0.002, kw_only=True, validator=validators.ge(0))
     clock: Callable[[], float] = field(default=time.monotonic, kw_only=True)
     _members: dict[tuple[str, int], set[str]] = field(factory=dict, init=False, repr=False)
     _sequence: Iterator[int] = field(factory=itertools.count, init=False, repr=False)

@@ -109,7 +109,7 @@ class RedisDispatcher:
     _max_block_seconds: float = field(default=2.0, kw_only=True, validator=validators.ge(MIN_BLOCK_SECONDS))
     # The spacing of a batch's scores. Above the time a worker pool takes per job, a job pushed alone goes ahead
     # of the rest of an earlier batch; a batch of n lets later pushes before its tail for up to n * pace.
-    _pace_seconds: float = field(default=0.001, kw_only=True, validator=validators.ge(MIN_PACE_SECONDS))
+    _pace_seconds: float = field(default=0.002, kw_only=True, validator=validators.ge(MIN_PACE_SECONDS))
 
     def key(self, queue: str, priority: int) -> str:
         """The sorted set of `queue` at `priority` (clamped to 0..9, so no id is stranded)."""
