@@ -26,6 +26,7 @@ from adapters.postgres.rows import (
     outcomes_json,
     run_record,
     uuid_array,
+    uuid_texts,
 )
 from application.ports import Finished, JobFilter, Page, Promoted, QueueStats, Recorded, Submitted, Throughput
 from domain.errors import Conflict, InvalidInput, JobNotFound, StaleWrite
@@ -113,10 +114,10 @@ class PgJobRepository:
 
     async def claim(self, job_ids: Sequence[str], *, worker_id: str, now: datetime, lease_seconds: float,
                     limited: Collection[str] = ()) -> list[Job]:
-        ids = _uuids(job_ids)
+        ids = uuid_texts(job_ids)
         if not ids:
             return []
-        params = {"ids": ids, "worker": worker_id, "now": now, "limited": sorted(limited),
+        params = {"ids": uuid_array(ids), "worker": worker_id, "now": now, "limited": sorted(limited),
                   "expires_at": now + timedelta(seconds=lease_seconds)}
         claimed: list[Job] = []
         left = ids
@@ -125,14 +126,14 @@ class PgJobRepository:
                 claimed = [_job_from_row(row) for row in await (await conn.execute(sql.CLAIM, params)).fetchall()]
             # Ids left over: stale or duplicates (usually), or jobs flow control counts (keyed, held, limited queue).
             started = {job.id for job in claimed}
-            left = [key for key in ids if str(key) not in started]
+            left = [key for key in ids if key not in started]
         if left:  # the gated claim handles any job; it is what a batch of keyed jobs needs at once
             async with connection(self._pool) as conn:
-                gated = await flow.claim_gated(conn, left, params, limited)
+                gated = await flow.claim_gated(conn, [uuid.UUID(key) for key in left], params, limited)
             if gated:  # all held or stale tells nothing: keep the hint as it was
                 self._keyed = any(job.concurrency_key is not None for job in gated)
             claimed += gated
-        order = {str(key): i for i, key in enumerate(ids)}
+        order = {key: i for i, key in enumerate(ids)}
         return sorted(claimed, key=lambda j: order[j.id])
 
     async def renew(self, leases: Sequence[tuple[str, int]], *, now: datetime,
@@ -157,8 +158,8 @@ class PgJobRepository:
         if keys or queues:  # slots of keys or limited queues free: wake their held jobs in the same transaction
             async with connection(self._pool) as conn:
                 rows, woken = await flow.write_and_wake(conn, sql.FINISH_JOBS, params, now, keys, queues)
-        else:
-            async with transaction(self._pool) as conn:
+        else:  # one statement, so one transaction of its own: no BEGIN and COMMIT round trips around it
+            async with connection(self._pool) as conn:
                 rows = await (await conn.execute(sql.FINISH_JOBS, params)).fetchall()
         written = {str(row["id"]) for row in rows}
         return Recorded(refused=[item.job.id for item in outcomes if item.job.id not in written], woken=woken)
@@ -257,12 +258,6 @@ async def _freeing(conn: Connection, jobs: Sequence[Job]) -> tuple[set[str], set
 
 def _filter_name(name: str, value: object) -> str:
     return "succeeded" if name == "state" and value == str(State.SUCCEEDED) else name
-
-
-def _uuids(job_ids: Sequence[str]) -> list[uuid.UUID]:
-    """Distinct ids in the order given; strings that cannot be ids name no job and are dropped."""
-    seen = dict.fromkeys(key for job_id in job_ids if (key := as_uuid(job_id)) is not None)
-    return list(seen)
 
 
 async def write_jobs(conn: Connection, query: LiteralString, outcomes: Sequence[Finished],

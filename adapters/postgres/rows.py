@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -27,6 +28,24 @@ def as_uuid(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except (ValueError, TypeError, AttributeError):
         return None
+
+
+_CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def uuid_texts(job_ids: Iterable[str]) -> list[str]:
+    """Distinct ids in the order given, as canonical uuid text; strings that cannot be ids name no job and are
+    dropped. Ids already canonical (those gnomon hands out) are taken as they are: parsing and printing each as a
+    uuid.UUID cost more than the rest of a claim's Python."""
+    seen: dict[str, None] = {}
+    for job_id in job_ids:
+        if not (isinstance(job_id, str) and _CANONICAL_UUID.fullmatch(job_id)):
+            key = as_uuid(job_id)
+            if key is None:
+                continue
+            job_id = str(key)
+        seen[job_id] = None
+    return list(seen)
 
 
 def cursor_uuid(cursor: str | None) -> uuid.UUID | None:
