@@ -4,6 +4,7 @@ worker told at once, held jobs of the key woken at once rather than at the next 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,12 +21,14 @@ from adapters.metrics.prometheus import PrometheusMetrics, exposition
 from application.manage_jobs import CancelJob
 from application.manage_schedules import ResumeSchedule
 from application.scheduler import SchedulerTick
-from domain.job import Hold, JobSpec, State
+from application.worker import Worker, WorkerSettings
+from domain.job import Hold, JobSpec, Outcome, State
 from entrypoints.container import MemoryAdapters, UseCases
 from tests.contracts.repositories import LEASE, at, make_schedule
 from tests.unit.fakes import Stack
 from tests.unit.http_support import AUTH, T0, TOKEN, Api, KnownTasks, running_api, submit
 from tests.unit.test_http_metrics import scrape
+from tests.unit.test_worker import settle, working
 from tests.unit.ui_support import log_in
 
 KEYED: dict[str, Any] = {"concurrency_key": "customer-7", "concurrency_limit": 1}
@@ -273,3 +276,33 @@ async def test_cancel_job_without_metrics_or_cancellations_still_cancels() -> No
     [submitted] = await stack.submit()([JobSpec(task="noop")])
     cancelled = await CancelJob(stack.jobs, stack.clock)(submitted.job.id)
     assert cancelled.state is State.CANCELLED
+
+
+async def test_the_handler_of_a_job_cancel_other_displaces_is_stopped_by_the_notice_not_the_heartbeat() -> None:
+    stack = Stack()
+    notices, stopped = InMemoryCancellations(), asyncio.Event()
+
+    async def patient(payload: dict[str, object], ctx: object) -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            stopped.set()
+
+    stack.tasks.handlers["patient"] = patient
+    tick = SchedulerTick(stack.jobs, stack.schedules, stack.dispatcher, stack.clock, cancellations=notices)
+    schedule = make_schedule(overlap_policy="cancel_other", job=JobSpec(task="patient", concurrency_key="nightly"))
+    await stack.schedules.add(schedule)
+    settings = WorkerSettings(worker_id="w1", pop_timeout=0.01, heartbeat_seconds=60, lease_seconds=600,
+                              shutdown_grace_seconds=0.01)  # the second job is released at the end
+    worker = Worker(stack.jobs, stack.dispatcher, stack.tasks, stack.clock, settings, cancellations=notices)
+    stack.clock.at = at(60)
+    await tick(sweep=False)
+    [first] = [j.id for j in stack.jobs.rows.values()]
+    async with working(worker):
+        await settle(stack, first, State.RUNNING)
+        stack.clock.at = at(120)
+        await tick(sweep=False)
+        await asyncio.wait_for(stopped.wait(), 3)  # the heartbeat alone would take 60 s
+        [second] = [j.id for j in stack.jobs.rows.values() if j.id != first]
+        await settle(stack, second, State.RUNNING)  # not held behind the cancelled job: the worker started it
+    assert [r.outcome for r in await stack.jobs.runs(first)] == [Outcome.CANCELLED]
