@@ -34,8 +34,9 @@ def in_flight(job: Job) -> bool:
 async def claim_gated(conn: Connection, ids: list[uuid.UUID], params: dict[str, Any],
                       limited: Collection[str]) -> list[Job]:
     """Lock the keys and limiting queues of the queued jobs among `ids`, then start those within their limits and
-    hold the others, in one statement (V005's gnomon_claim_gated). It handles any job, limited or not. `params` are
-    the claim's (worker, now, expires_at)."""
+    hold the others, in one statement (gnomon_claim_gated, V005 and V006: a queue far below its max_running is
+    locked shared, near it exclusively). It handles any job, limited or not. `params` are the claim's (worker, now,
+    expires_at)."""
     params = {**params, "ids": ids, "limited": sorted(limited)}
     return [_job_from_row(r) for r in await (await conn.execute(flow_sql.CLAIM_GATED, params)).fetchall()]
 

@@ -1,25 +1,29 @@
 """The SQL of flow control (docs/design.md "Flow control"), named as in sql.py. Only jobs with a concurrency key,
 or of a queue whose settings limit starts, ever meet these statements: an unlimited deployment runs none of them.
 
-Locks. Each concurrency key and each queue has one transaction-scoped advisory lock (a hash of its name; a
-collision only serializes a little more). Those who may HOLD jobs (the claim, dispatch gating at submit, promote
-and firing) take it exclusively; those who WAKE held jobs because they free a slot (finish, cancel, rescue, the
-sweep) take it shared, so wakers never wait for each other. Each takes it before the statements that count and
-decide: under READ COMMITTED a statement sees what was committed when it began, so a decision taken after the lock
-sees every decision taken before it - a holder sees the slot a waker freed, a waker sees the job a holder held.
-The claim and the wake do it inside a VOLATILE PL/pgSQL function (V005), whose statements each take a fresh
-snapshot: one statement for the client, which is what a statement costs most. Locks are taken in one order
-(sorted ids), so two transactions never deadlock on them. A waker may write the rows it frees before it locks (a
-finish's rows are running: no holder touches them); a cancel locks first (the job it cancels may be a claim's).
+Locks. Each concurrency key and each queue has one transaction-scoped advisory lock (a hash of its name; a collision
+only serializes a little more). Those who may HOLD jobs (the claim, dispatch gating at submit, promote and firing)
+take it exclusively; those who WAKE held jobs because they free a slot (finish, cancel, rescue, the sweep) take it
+shared, so wakers never wait for each other. A claim of a queue far below its max_running takes the queue's lock
+shared too, plus one of the queue's 8 stripe locks (V006): it holds no job for its queue, and the stripes bound how
+many such claims decide at once (docs/design.md, "The claim, hard and cheap"). Each takes its locks before the
+statements that count and decide: under READ COMMITTED a statement sees what was committed when it began, so a
+decision taken after the lock sees every decision taken before it - a holder sees the slot a waker freed, a waker
+sees the job a holder held. The claim and the wake do it inside a VOLATILE PL/pgSQL function (V005), whose
+statements each take a fresh snapshot: one statement for the client, which is what a statement costs most. Locks are
+taken in one order (sorted ids), so two transactions never deadlock on them. A waker may write the rows it frees
+before it locks (a finish's rows are running: no holder touches them); a cancel locks first (the job it cancels may
+be a claim's).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-# The gated claim and the wake lock, then decide: functions of V005 (one statement for the client, a fresh snapshot
-# for each statement inside). The claim: the queued jobs among the ids that their key and queue let start start, the
-# others are held. The wake: held jobs of the keys and queues that have room (held before %(held_before)s, NULL: any).
+# The gated claim and the wake lock, then decide: functions of V005 and V006 (one statement for the client, a fresh
+# snapshot for each statement inside). The claim: the queued jobs among the ids that their key and queue let start
+# start, the others are held. The wake: held jobs of the keys and queues that have room (held before
+# %(held_before)s, NULL: any).
 CLAIM_GATED: Final = """
 SELECT * FROM gnomon_claim_gated(%(ids)s::uuid[], %(limited)s::text[], %(worker)s, %(now)s, %(expires_at)s)"""
 WAKE: Final = """
