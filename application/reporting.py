@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Final, Literal
 
 from application.ports import Finished, Metrics
 from domain.job import Hold, Job, Outcome
@@ -12,12 +12,13 @@ from domain.job import Hold, Job, Outcome
 RELEASED = "released"  # an attempt handed back at shutdown: no run row, the attempt is not spent
 # Why a job is held, in the words an operator reads (the API's `held.reason`, the metrics' `reason` label): the
 # job field or the queue setting that holds it back.
-HELD_REASONS: Final = {Hold.KEY: "concurrency_key", Hold.QUEUE: "queue"}
+HeldReason = Literal["concurrency_key", "queue"]
+HELD_REASONS: Final[dict[Hold, HeldReason]] = {Hold.KEY: "concurrency_key", Hold.QUEUE: "queue"}
 # Who woke held jobs (the `by` label of jobs_woken): `sweep` counts wake-ups that were lost and made up for late.
 BY_FINISH, BY_CANCEL, BY_RESCUE, BY_SWEEP, BY_QUEUE_CHANGE = "finish", "cancel", "rescue", "sweep", "queue_change"
 
 
-def held_reason(reason: Hold) -> str:
+def held_reason(reason: Hold) -> HeldReason:
     return HELD_REASONS[reason]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from application.ports import QueueStats
-from application.reporting import held_reason
+from application.reporting import HeldReason, held_reason
 from domain.flow import QueueSettings
 from domain.job import Hold, Job, Run
 from domain.retry import Backoff
@@ -47,7 +47,7 @@ class LeaseView(View):
 class HeldView(View):
     """Why a queued job is not dispatched yet (flow control, SPEC §6), and since when."""
 
-    reason: str  # concurrency_key: its key has its limit in flight; queue: its queue is paused or at max_running
+    reason: HeldReason  # concurrency_key: its key has its limit in flight; queue: its queue is paused or at max_running
     since: datetime
 
     @classmethod

@@ -91,6 +91,7 @@ async def test_the_openapi_document_describes_held() -> None:
     assert "held" in job_view["properties"]
     held_view = next(v for name, v in views.items() if name.endswith("HeldView"))
     assert set(held_view["properties"]) == {"reason", "since"}
+    assert held_view["properties"]["reason"]["enum"] == ["concurrency_key", "queue"]
 
 
 async def test_the_dashboard_shows_a_held_job_and_the_held_count_of_its_queue(api: Api) -> None:
