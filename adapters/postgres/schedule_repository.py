@@ -77,6 +77,7 @@ class PgScheduleRepository:
 
     async def record(self, firing: Firing) -> Fired:
         async with transaction(self._pool) as conn:
+            await conn.execute(sql.LOCK_SCHEDULE, {"id": firing.schedule.id})
             return await _persist(conn, [firing], now=firing.schedule.updated_at)
 
     async def fire_due(self, now: datetime, limit: int, plan: Planner) -> Fired:

@@ -231,6 +231,10 @@ LIST_SCHEDULES_AFTER: Final = "SELECT * FROM schedules WHERE id < %(cursor)s ORD
 DELETE_SCHEDULE: Final = "DELETE FROM schedules WHERE id = %(id)s"
 NEXT_SCHEDULE_DUE_AT: Final = "SELECT min(due_at) AS due FROM schedules"
 
+# A firing recorded outside the tick (trigger, resume, backfill) locks its schedule first, as the tick does, and
+# only then the flow locks of its jobs and cancels: one order for both, so that they never deadlock.
+LOCK_SCHEDULE: Final = "SELECT 1 FROM schedules WHERE id = %(id)s FOR UPDATE"
+
 # One replica per schedule: the others skip the locked rows and take the next due ones.
 LOCK_DUE_SCHEDULES: Final = """
 SELECT * FROM schedules WHERE due_at <= %(now)s

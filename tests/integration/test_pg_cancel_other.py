@@ -4,19 +4,23 @@ at once, and the jobs held behind its key are pushed to Redis in the same tick, 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
+import psycopg
 import pytest
 from redis.asyncio import Redis
 
 from adapters.memory.clock import FrozenClock
 from adapters.memory.metrics import RecordingMetrics
+from adapters.postgres import flow_sql
 from adapters.postgres.job_repository import PgJobRepository
 from adapters.postgres.pool import Pool, create_pool, open_pool
 from adapters.postgres.queue_settings import PgQueueSettingsRepository
 from adapters.postgres.schedule_repository import PgScheduleRepository
 from adapters.redis.cancellations import RedisCancellations
 from adapters.redis.dispatcher import RedisDispatcher
+from application.identity import new_id
 from application.ports import JobFilter, JobRepository, QueueSettingsRepository, ScheduleRepository
 from application.scheduler import SchedulerTick
 from domain.job import Hold, JobSpec, State
@@ -85,3 +89,32 @@ async def test_a_tick_that_cancels_a_running_job_tells_its_worker_and_pushes_wha
         assert metrics.counters["woken", "default", "cancel"] == 1
     finally:
         await listener.close()
+
+
+async def test_a_firing_recorded_while_a_tick_holds_its_schedule_waits_for_it_instead_of_deadlocking(
+        pool: Pool, pg_url: str) -> None:
+    """The tick locks a due schedule's row, then the flow locks of its firing (keys, queues). A firing recorded
+    from the API (trigger, resume, backfill) takes them in the same order: it used to take the key's lock first
+    (gating its new job) and then wait for the row (the job's foreign key), which deadlocked with such a tick."""
+    schedules = PgScheduleRepository(pool)
+    schedule = make_schedule(overlap_policy="cancel_other", job=JobSpec(task="noop", concurrency_key="nightly"))
+    await schedules.add(schedule)
+    firing = schedule.trigger(now=at(10), new_id=new_id)
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as tick:
+        async with tick.transaction():
+            await tick.execute("SELECT 1 FROM schedules WHERE id = %s FOR UPDATE", [schedule.id])
+            recording = asyncio.create_task(schedules.record(firing))
+            await _until_a_session_waits_for_a_lock(tick)
+            await tick.execute(flow_sql.LOCK_FOR_HOLDING, {"keys": ["nightly"], "queues": []})
+        fired = await asyncio.wait_for(recording, 30)
+    assert [(j.schedule_id, j.held) for j in fired.jobs] == [(schedule.id, False)]
+
+
+async def _until_a_session_waits_for_a_lock(conn: psycopg.AsyncConnection, seconds: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    query = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+             " AND pid <> pg_backend_pid()")
+    while (await (await conn.execute(query)).fetchone())[0] == 0:  # type: ignore[index]
+        assert loop.time() < end, "the recording never waited for the tick's lock"
+        await asyncio.sleep(0.01)
