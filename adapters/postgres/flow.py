@@ -4,7 +4,6 @@ schedule repositories run them inside their own transactions."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Final, LiteralString
@@ -31,12 +30,11 @@ def in_flight(job: Job) -> bool:
     return job.state is State.RUNNING or (job.state is State.QUEUED and not job.held)
 
 
-async def claim_gated(conn: Connection, ids: list[uuid.UUID], params: dict[str, Any],
-                      limited: Collection[str]) -> list[Job]:
+async def claim_gated(conn: Connection, ids: str, params: dict[str, Any], limited: Collection[str]) -> list[Job]:
     """Lock the keys and limiting queues of the queued jobs among `ids`, then start those within their limits and
     hold the others, in one statement (gnomon_claim_gated, V005 and V006: a queue far below its max_running is
-    locked shared, near it exclusively). It handles any job, limited or not. `params` are the claim's (worker, now,
-    expires_at)."""
+    locked shared, near it exclusively). It handles any job, limited or not. `ids`: uuid text as an array literal
+    (rows.uuid_array); `params` are the claim's (worker, now, expires_at)."""
     params = {**params, "ids": ids, "limited": sorted(limited)}
     return [_job_from_row(r) for r in await (await conn.execute(flow_sql.CLAIM_GATED, params)).fetchall()]
 

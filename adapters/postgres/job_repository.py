@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
@@ -129,7 +128,7 @@ class PgJobRepository:
             left = [key for key in ids if key not in started]
         if left:  # the gated claim handles any job; it is what a batch of keyed jobs needs at once
             async with connection(self._pool) as conn:
-                gated = await flow.claim_gated(conn, [uuid.UUID(key) for key in left], params, limited)
+                gated = await flow.claim_gated(conn, uuid_array(left), params, limited)
             if gated:  # all held or stale tells nothing: keep the hint as it was
                 self._keyed = any(job.concurrency_key is not None for job in gated)
             claimed += gated
