@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from attrs import field, frozen
 
@@ -92,6 +92,9 @@ class Dispatchable(Protocol):
 
     @property
     def held(self) -> bool: ...
+
+
+IN_FLIGHT: Final = (State.QUEUED, State.RUNNING)  # the states queue_stats(totals=False) counts
 
 
 @frozen(kw_only=True)
@@ -184,7 +187,11 @@ class JobRepository(Protocol):
         """Execution history of a job, oldest first; JobNotFound if the job is unknown."""
         ...
 
-    async def queue_stats(self, now: datetime) -> list[QueueStats]:
+    async def queue_stats(self, now: datetime, *, totals: bool = True) -> list[QueueStats]:
+        """Per queue: jobs by state, the oldest queued job, the jobs finished in the last minute, the held jobs.
+        totals=False counts the IN_FLIGHT states only (the others are left out of `counts`, and so are queues with
+        nothing in flight and nothing finished in the last minute): it costs what is queued and running, not
+        what waits or is kept until pruned, for the gauges' frequent refresh."""
         ...
 
     async def prune(self, finished_before: datetime, limit: int) -> int:

@@ -7,13 +7,15 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timedelta
+from typing import Final
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 
 from application import reporting
 from application.identity import new_id
 from application.manage_jobs import after_cancels
 from application.ports import (
+    IN_FLIGHT,
     NO_METRICS,
     Cancellations,
     Clock,
@@ -22,6 +24,7 @@ from application.ports import (
     Finished,
     JobRepository,
     Metrics,
+    QueueStats,
     ScheduleRepository,
     Wakeup,
 )
@@ -31,6 +34,7 @@ from domain.job import Job
 from domain.schedule import Firing, Schedule
 
 log = logging.getLogger("gnomon.scheduler")
+TOTALS_EVERY: Final = 60.0  # seconds between the loop's counts of every state of every queue (SchedulerLoop)
 
 
 @frozen(kw_only=True)
@@ -149,10 +153,15 @@ class SchedulerLoop:
     # pool's timeout, and each second slept after PostgreSQL is back makes every due job a second late.
     max_backoff: float = 2.0
     stats_every: float | None = None  # seconds between queue gauge updates; None: never
+    # Seconds between counts of every state: waiting and finished jobs take a scan of the table, the jobs in
+    # flight (counted at every update) only theirs. In between, the gauges keep the last counts of the others.
+    totals_every: float = TOTALS_EVERY
     stopping: asyncio.Event = field(factory=asyncio.Event)
     ticks: int = 0
     last_sweep: datetime | None = None
     last_stats: datetime | None = None
+    last_totals: datetime | None = None
+    totals: dict[str, dict[str, int]] = field(factory=dict)  # by queue: the last counts of every state
 
     async def run(self) -> None:
         failures = 0
@@ -183,12 +192,20 @@ class SchedulerLoop:
         return report
 
     async def _report_queues(self) -> None:
-        """Refresh the queue depth gauges from the repository every `stats_every` seconds."""
+        """Refresh the queue gauges from the repository every `stats_every` seconds: the jobs in flight each time,
+        every state every `totals_every` seconds."""
         now = self.clock.now()
         if self.stats_every is None or (self.last_stats and (now - self.last_stats).total_seconds() < self.stats_every):
             return
         self.last_stats = now
-        self.tick.metrics.queue_stats(await self.jobs.queue_stats(now), now)
+        full = self.last_totals is None or (now - self.last_totals).total_seconds() >= self.totals_every
+        stats = await self.jobs.queue_stats(now, totals=full)
+        if full:
+            self.last_totals = now
+            self.totals = {entry.queue: entry.counts for entry in stats}
+        else:
+            stats = with_totals(stats, self.totals)
+        self.tick.metrics.queue_stats(stats, now)
 
     async def _sleep_for(self) -> float:
         now = self.clock.now()
@@ -198,3 +215,14 @@ class SchedulerLoop:
 
     def stop(self) -> None:
         self.stopping.set()
+
+
+def with_totals(in_flight: list[QueueStats], totals: dict[str, dict[str, int]]) -> list[QueueStats]:
+    """Counts of the jobs in flight completed with the last counts of the other states; a queue with nothing in
+    flight now keeps its last counts (with none in flight), so that its gauges do not come and go."""
+    none = {str(state): 0 for state in IN_FLIGHT}
+    fresh = {entry.queue: entry for entry in in_flight}
+    merged = [evolve(entry, counts={**totals.get(entry.queue, {}), **none, **entry.counts}) for entry in in_flight]
+    merged += [QueueStats(queue=queue, counts={**counts, **none}, oldest_queued_at=None, finished_last_minute=0)
+               for queue, counts in totals.items() if queue not in fresh]
+    return sorted(merged, key=lambda entry: entry.queue)

@@ -157,6 +157,10 @@ async def sweep(target: Target) -> None:
 
 
 async def queue_stats(target: Target) -> None:
+    await target.tick.jobs.queue_stats(datetime.now(UTC), totals=False)
+
+
+async def queue_totals(target: Target) -> None:
     await target.tick.jobs.queue_stats(datetime.now(UTC))
 
 
@@ -238,6 +242,8 @@ async def main(args: argparse.Namespace) -> None:
         await interleaved(targets, IDLE, idle, args.ticks)
         await interleaved(targets, "sweep tick (rescue, re-dispatch, prune)", sweep, args.ticks // 5)
         await interleaved(targets, "queue stats (the loop's gauges, every 5 s)", queue_stats, 10, block=2)
+        await interleaved(targets, "queue stats, every state (once a minute; GET /v1/queues)", queue_totals, 10,
+                          block=2)
         for _ in range(args.rounds):
             for target in targets:
                 await promote(target)

@@ -13,7 +13,17 @@ from attrs import evolve
 
 from adapters.memory.flow import MemoryFlow
 from adapters.memory.paging import keyset_page
-from application.ports import Finished, JobFilter, Page, Promoted, QueueStats, Recorded, Submitted, Throughput
+from application.ports import (
+    IN_FLIGHT,
+    Finished,
+    JobFilter,
+    Page,
+    Promoted,
+    QueueStats,
+    Recorded,
+    Submitted,
+    Throughput,
+)
 from domain.errors import JobNotFound, LeaseLost, StaleWrite
 from domain.flow import QueueSettings
 from domain.job import TERMINAL, WAITING, Hold, Job, Run, State
@@ -175,7 +185,7 @@ class InMemoryJobRepository:
         await self.get(job_id)
         return list(self.history.get(job_id, []))
 
-    async def queue_stats(self, now: datetime) -> list[QueueStats]:
+    async def queue_stats(self, now: datetime, *, totals: bool = True) -> list[QueueStats]:
         counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(State, 0))
         oldest: dict[str, datetime] = {}
         recent: dict[str, int] = defaultdict(int)
@@ -189,8 +199,10 @@ class InMemoryJobRepository:
                 oldest[job.queue] = min(oldest.get(job.queue, job.run_at), job.run_at)
             if job.state in TERMINAL and job.finished_at and job.finished_at >= minute_ago:
                 recent[job.queue] += 1
-        return [QueueStats(queue=q, counts={str(s): n for s, n in c.items()}, oldest_queued_at=oldest.get(q),
-                           finished_last_minute=recent[q], held=held.get(q, {})) for q, c in sorted(counts.items())]
+        counted = State if totals else IN_FLIGHT
+        shown = [q for q, c in sorted(counts.items()) if totals or recent[q] or any(c[s] for s in IN_FLIGHT)]
+        return [QueueStats(queue=q, counts={str(s): counts[q][s] for s in counted}, oldest_queued_at=oldest.get(q),
+                           finished_last_minute=recent[q], held=held.get(q, {})) for q in shown]
 
     async def save_many(self, changes: Sequence[Finished]) -> Recorded:
         refused, written = [], []

@@ -27,7 +27,17 @@ from adapters.postgres.rows import (
     uuid_array,
     uuid_texts,
 )
-from application.ports import Finished, JobFilter, Page, Promoted, QueueStats, Recorded, Submitted, Throughput
+from application.ports import (
+    IN_FLIGHT,
+    Finished,
+    JobFilter,
+    Page,
+    Promoted,
+    QueueStats,
+    Recorded,
+    Submitted,
+    Throughput,
+)
 from domain.errors import Conflict, InvalidInput, JobNotFound, StaleWrite
 from domain.job import Hold, Job, Run, State
 
@@ -194,17 +204,20 @@ class PgJobRepository:
             raise JobNotFound(job_id)
         return [_run_from_row(row) for row in rows if row["id"] is not None]
 
-    async def queue_stats(self, now: datetime) -> list[QueueStats]:
+    async def queue_stats(self, now: datetime, *, totals: bool = True) -> list[QueueStats]:
+        query = sql.QUEUE_STATS if totals else sql.QUEUE_IN_FLIGHT
+        counted = State if totals else IN_FLIGHT
         async with connection(self._pool) as conn:
-            rows = await (await conn.execute(sql.QUEUE_STATS, {"since": now - timedelta(minutes=1)})).fetchall()
+            rows = await (await conn.execute(query, {"since": now - timedelta(minutes=1)})).fetchall()
             held_rows = await (await conn.execute(flow_sql.HELD_COUNTS)).fetchall()
         held: dict[str, dict[Hold, int]] = {}
         for row in held_rows:
             held.setdefault(row["queue"], {})[Hold(row["reason"])] = row["n"]
         stats: dict[str, dict[str, Any]] = {}
         for row in rows:
-            entry = stats.setdefault(row["queue"], {"counts": {str(s): 0 for s in State}, "oldest": None, "done": 0})
-            entry["counts"][row["state"]] = row["n"]
+            entry = stats.setdefault(row["queue"], {"counts": {str(s): 0 for s in counted}, "oldest": None, "done": 0})
+            if row["state"] is not None:
+                entry["counts"][row["state"]] = row["n"]
             entry["done"] += row["finished"]
             if row["oldest_queued_at"] is not None:
                 entry["oldest"] = row["oldest_queued_at"].astimezone(UTC)

@@ -168,6 +168,15 @@ SELECT queue, state, count(*) AS n,
            AS finished
 FROM jobs GROUP BY queue, state"""
 
+# The gauges' frequent refresh (queue_stats without totals): the jobs in flight (jobs_state_id, one range per state)
+# and those finished in the last minute (jobs_terminal_finished), never the whole table.
+QUEUE_IN_FLIGHT: Final = """
+SELECT queue, state, count(*) AS n, min(run_at) FILTER (WHERE state = 'queued') AS oldest_queued_at, 0 AS finished
+FROM jobs WHERE state IN ('queued', 'running') GROUP BY queue, state
+UNION ALL
+SELECT queue, NULL, 0, NULL, count(*) FROM jobs
+WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at >= %(since)s GROUP BY queue"""
+
 # Finished jobs per queue, final state and bucket; buckets start at %(since)s (jobs_terminal_finished serves it).
 THROUGHPUT: Final = """
 SELECT queue, state, date_bin(%(bucket)s::interval, finished_at, %(since)s) AS start, count(*) AS n

@@ -210,6 +210,18 @@ class JobRepositoryContract:
         assert stats["q2"].counts["succeeded"] == 1 and stats["q2"].finished_last_minute == 1
         assert stats["q1"].oldest_queued_at == T0
 
+    async def test_queue_stats_without_totals_count_what_is_in_flight(self, jobs) -> None:
+        await jobs.add([make_job(queue="q1"), make_job(queue="q1", run_at=at(9)), make_job(queue="waiting",
+                                                                                           run_at=at(9))])
+        job = await running(jobs, queue="q1")
+        await running(jobs, queue="q1")
+        done, run = job.succeed(token=job.version, now=at(1))
+        await jobs.finish([Finished(job=done, run=run)], now=at(1))
+        stats = {s.queue: s for s in await jobs.queue_stats(at(2), totals=False)}
+        assert set(stats) == {"q1"}
+        assert stats["q1"].counts == {"queued": 1, "running": 1}
+        assert stats["q1"].finished_last_minute == 1 and stats["q1"].oldest_queued_at == T0
+
     async def test_prune_deletes_only_old_finished_jobs(self, jobs) -> None:
         old = await running(jobs)
         done, run = old.succeed(token=old.version, now=at(1))

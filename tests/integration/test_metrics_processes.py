@@ -12,6 +12,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.http.client import GnomonClient
+from application.scheduler import TOTALS_EVERY
 from tests.integration.cluster import free_port
 from tests.integration.http_stack import delete_prefix, eventually
 from tests.integration.processes import GnomonProcess, gnomon, gnomon_env
@@ -82,8 +83,11 @@ def _check_worker(url: str) -> None:
 
 
 def _check_scheduler(url: str) -> None:
+    # Jobs in flight are counted at every refresh (5 s), every state once a minute (TOTALS_EVERY).
+    settled(url, metric("gnomon_queue_jobs", queue="metered", state="running"), 0, "the queue's in-flight gauges")
     depth = metric("gnomon_queue_jobs", queue="metered", state="succeeded")
-    settled(url, depth, 12, "the queue gauge (refreshed every few seconds) shows the 12 successes")
+    eventually(lambda: depth(scrape(url)), lambda value: value == 12,
+               "the queue gauge (every state once a minute) shows the 12 successes", timeout=TOTALS_EVERY + 20)
     samples = scrape(url)
     assert (metric("gnomon_scheduler_tick_duration_seconds_count")(samples) or 0) > 0
     assert metric("gnomon_queue_jobs", queue="metered", state="failed")(samples) == 3

@@ -4,10 +4,15 @@ histograms; a repeated idempotency key, a refused outcome or an idle tick counts
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
+
+from attrs import Factory, define
 
 from adapters.memory.clock import SystemClock
+from adapters.memory.jobs import InMemoryJobRepository
 from adapters.memory.metrics import RecordingMetrics
+from application.ports import QueueStats
 from application.scheduler import SchedulerLoop, SchedulerTick
 from application.submit_jobs import SubmitJobs
 from application.worker import Worker, WorkerSettings
@@ -133,3 +138,37 @@ async def _until(condition, seconds: float = 3.0) -> None:  # type: ignore[no-un
     while not condition():
         assert loop.time() < end, "the condition never held"
         await asyncio.sleep(0.005)
+
+
+@define
+class CountingJobs:
+    """The memory repository, recording what each queue_stats call asked for."""
+
+    jobs: InMemoryJobRepository
+    asked: list[bool] = Factory(list)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.jobs, name)
+
+    async def queue_stats(self, now: datetime, *, totals: bool = True) -> list[QueueStats]:
+        self.asked.append(totals)
+        return await self.jobs.queue_stats(now, totals=totals)
+
+
+async def test_the_loop_counts_every_state_only_every_totals_every_and_keeps_the_last_counts() -> None:
+    stack, metrics = Stack(clock=SystemClock()), RecordingMetrics()  # type: ignore[arg-type]
+    later = stack.clock.now() + timedelta(hours=1)
+    await submit_jobs(stack, metrics)([JobSpec(task="noop", queue="mail"), JobSpec(task="noop", queue="later",
+                                                                                   run_at=later)])
+    jobs = CountingJobs(stack.jobs)
+    loop = SchedulerLoop(tick(stack, metrics), jobs, stack.schedules, stack.wakeup, stack.clock,  # type: ignore[arg-type]
+                         max_sleep=0.01, stats_every=0.0, totals_every=3600)
+    runner = asyncio.create_task(loop.run())
+    await _until(lambda: len(jobs.asked) >= 1)
+    await submit_jobs(stack, metrics)([JobSpec(task="noop", queue="mail")])
+    await _until(lambda: metrics.gauges.get(("depth", "mail", "queued")) == 2)
+    loop.stop()
+    await asyncio.wait_for(runner, 2)
+    assert jobs.asked[0] and not any(jobs.asked[1:]) and len(jobs.asked) >= 2
+    assert metrics.gauges["depth", "mail", "queued"] == 2  # in flight: counted at every refresh
+    assert metrics.gauges["depth", "later", "scheduled"] == 1 and metrics.gauges["depth", "later", "queued"] == 0
