@@ -15,6 +15,7 @@ from attrs import define, field, frozen
 
 from application import reporting
 from application.attempt import Attempt, Runner, arm_timeouts
+from application.pause import Pause, sleep_unless
 from application.ports import (
     NO_METRICS,
     Cancellations,
@@ -45,22 +46,6 @@ class WorkerSettings:
     flush_window: float = 0.005  # group commit: outcomes arriving within it share one write
     first_pause: float = 0.1  # after a failure a loop waits this long, doubling up to max_pause
     max_pause: float = 2.0
-
-
-@define
-class Pause:
-    """How long a loop waits after consecutive failures: doubling from `first` up to `most`."""
-
-    first: float
-    most: float
-    failures: int = 0
-
-    def failed(self) -> float:
-        self.failures += 1
-        return min(self.first * 2 ** (self.failures - 1), self.most)
-
-    def succeeded(self) -> None:
-        self.failures = 0
 
 
 @define
@@ -127,7 +112,7 @@ class Worker:
             else:
                 pause.succeeded()
                 continue
-            await _sleep_unless(until, wait)
+            await sleep_unless(until, wait)
 
     async def _claim_free(self) -> None:
         free = self.settings.concurrency - len(self.held)
@@ -294,11 +279,3 @@ class Worker:
             if attempt.task is not None:
                 attempt.task.cancel()
         await asyncio.gather(*(a.task for a in late if a.task is not None), return_exceptions=True)
-
-
-async def _sleep_unless(event: asyncio.Event | None, seconds: float) -> None:
-    if event is None:
-        await asyncio.sleep(seconds)
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout=seconds)
