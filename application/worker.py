@@ -62,6 +62,7 @@ class Worker:
     outbox: list[Finished] = field(factory=list)
     executed: int = 0
     _stopping: asyncio.Event = field(factory=asyncio.Event)
+    _closing: asyncio.Event = field(factory=asyncio.Event)  # drained: the recorder writes what it holds and ends
     _slot_freed: asyncio.Event = field(factory=asyncio.Event)
     _outbox_ready: asyncio.Event = field(factory=asyncio.Event)
     _beat_now: asyncio.Event = field(factory=asyncio.Event)
@@ -74,8 +75,11 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         threads = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="gnomon-task")
         self._runner = Runner(self.tasks, self.clock, threads, self.settings.worker_id)
-        helpers = [asyncio.create_task(self._forever("recording outcomes", self._flush_when_ready)),
-                   asyncio.create_task(self._forever("heartbeat", self._beat))]
+        # The recorder is stopped, never cancelled: a write cancelled after it committed would be made again by
+        # the final flush and refused by the fence (logged as lost leases, metrics skipped).
+        recorder = asyncio.create_task(self._forever("recording outcomes", self._flush_when_ready,
+                                                     until=self._closing))
+        helpers = [asyncio.create_task(self._forever("heartbeat", self._beat))]
         if self.cancellations is not None:
             helpers.append(asyncio.create_task(self._forever("cancellation notices", self._watch_cancels)))
         if self.gate is not None:
@@ -88,7 +92,9 @@ class Worker:
         finally:
             for helper in helpers:
                 helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            self._closing.set()
+            self._outbox_ready.set()
+            await asyncio.gather(recorder, *helpers, return_exceptions=True)
             await self._final_flush()
             threads.shutdown(wait=False, cancel_futures=True)
 
@@ -199,6 +205,7 @@ class Worker:
             return
         refused = recorded.refused
         await dispatch(self.dispatcher, recorded.woken)  # held jobs whose slots these outcomes freed
+        reporting.woken(self.metrics, recorded.woken, by=reporting.BY_FINISH)
         lost = set(refused)
         reporting.finished(self.metrics, [f for f in batch if f.job.id not in lost])
         for job_id in refused:

@@ -307,3 +307,15 @@ async def test_the_handler_of_a_job_cancel_other_displaces_is_stopped_by_the_not
         [second] = [j.id for j in stack.jobs.rows.values() if j.id != first]
         await settle(stack, second, State.RUNNING)  # not held behind the cancelled job: the worker started it
     assert [r.outcome for r in await stack.jobs.runs(first)] == [Outcome.CANCELLED]
+
+
+async def test_a_worker_counts_the_held_jobs_its_finishes_wake() -> None:
+    stack = Stack()
+    metrics = RecordingMetrics()
+    submitted = await stack.submit()([JobSpec(task="noop", concurrency_key="k") for _ in range(2)])
+    [held] = [s.job for s in submitted if s.job.held]
+    worker = Worker(stack.jobs, stack.dispatcher, stack.tasks, stack.clock,
+                    WorkerSettings(worker_id="w1", pop_timeout=0.01), metrics=metrics)
+    async with working(worker):
+        await settle(stack, held.id, State.SUCCEEDED)
+    assert metrics.counters["woken", "default", "finish"] == 1

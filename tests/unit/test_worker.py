@@ -391,3 +391,32 @@ async def test_a_sync_handler_heartbeat_renews_the_lease_at_once() -> None:
             raise AssertionError("the heartbeat asked from a thread never renewed the lease")
         proceed.set()
         await settle(stack, job_id, State.SUCCEEDED)
+
+
+class SlowWrites(Flaky):
+    """Finishes that commit, then take a while to answer: a stop arriving meanwhile must not cancel them."""
+
+    def __init__(self, jobs: object) -> None:
+        super().__init__(jobs)
+        self.writing = asyncio.Event()
+        self.written: list[str] = []
+
+    async def finish(self, outcomes: list[Finished], *, now: object, limited: object = ()) -> object:
+        recorded = await self.jobs.finish(outcomes, now=now, limited=limited)  # type: ignore[attr-defined]
+        self.written += [item.job.id for item in outcomes]
+        self.writing.set()
+        await asyncio.sleep(0.2)
+        return recorded
+
+
+async def test_a_stop_during_an_outcome_write_lets_it_end_and_writes_nothing_twice() -> None:
+    stack = Stack()
+    slow = SlowWrites(stack.jobs)
+    job_id = await submit(stack, task="noop")
+    worker = flaky_worker(stack, slow)
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(slow.writing.wait(), 3)
+    worker.stop()
+    await asyncio.wait_for(task, 5)
+    assert slow.written == [job_id]  # written once: not cancelled mid-way, then made again at exit and refused
+    assert (await stack.jobs.get(job_id)).state is State.SUCCEEDED and worker.outbox == []
