@@ -1,4 +1,4 @@
-"""A schedule's cancel_other on PostgreSQL and Redis: the cancel_other contract on the PostgreSQL adapters, and the
+"""A schedule's cancel_other on PostgreSQL and Redis (its contract runs in test_pg_repositories.py): the
 scheduler's tick treating the cancel as any cancel - the cancelled job's worker hears of it on the Redis channel
 at once, and the jobs held behind its key are pushed to Redis in the same tick, not at a later sweep."""
 
@@ -16,15 +16,13 @@ from adapters.memory.metrics import RecordingMetrics
 from adapters.postgres import flow_sql
 from adapters.postgres.job_repository import PgJobRepository
 from adapters.postgres.pool import Pool, create_pool, open_pool
-from adapters.postgres.queue_settings import PgQueueSettingsRepository
 from adapters.postgres.schedule_repository import PgScheduleRepository
 from adapters.redis.cancellations import RedisCancellations
 from adapters.redis.dispatcher import RedisDispatcher
 from application.identity import new_id
-from application.ports import JobFilter, JobRepository, QueueSettingsRepository, ScheduleRepository
+from application.ports import JobFilter
 from application.scheduler import SchedulerTick
 from domain.job import Hold, JobSpec, State
-from tests.contracts.cancel_other import CancelOtherContract
 from tests.contracts.repositories import at, make_job, make_schedule
 
 
@@ -34,25 +32,6 @@ async def pool(pg_url: str) -> AsyncIterator[Pool]:
     await open_pool(pool)
     yield pool
     await pool.close()
-
-
-@pytest.fixture
-def jobs(pool: Pool) -> JobRepository:
-    return PgJobRepository(pool)
-
-
-@pytest.fixture
-def schedules(pool: Pool) -> ScheduleRepository:
-    return PgScheduleRepository(pool)
-
-
-@pytest.fixture
-def queue_settings(pool: Pool) -> QueueSettingsRepository:
-    return PgQueueSettingsRepository(pool)
-
-
-class TestPgCancelOther(CancelOtherContract):
-    pass
 
 
 async def test_a_tick_that_cancels_a_running_job_tells_its_worker_and_pushes_what_waited_behind_it(

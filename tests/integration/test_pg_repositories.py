@@ -11,6 +11,7 @@ from adapters.postgres.pool import Pool, create_pool, open_pool
 from adapters.postgres.queue_settings import PgQueueSettingsRepository
 from adapters.postgres.schedule_repository import PgScheduleRepository
 from application.ports import JobRepository, QueueSettingsRepository, ScheduleRepository
+from tests.contracts.cancel_other import CancelOtherContract
 from tests.contracts.flow import FlowControlContract
 from tests.contracts.repositories import JobRepositoryContract, ScheduleRepositoryContract
 
@@ -39,6 +40,10 @@ def queue_settings(pool: Pool) -> QueueSettingsRepository:
 
 
 class TestPgFlowControl(FlowControlContract):
+    pass
+
+
+class TestPgCancelOther(CancelOtherContract):
     pass
 
 

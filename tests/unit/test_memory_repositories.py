@@ -8,6 +8,7 @@ from adapters.memory.jobs import InMemoryJobRepository
 from adapters.memory.queue_settings import InMemoryQueueSettingsRepository
 from adapters.memory.schedules import InMemoryScheduleRepository
 from application.ports import JobRepository, QueueSettingsRepository, ScheduleRepository
+from tests.contracts.cancel_other import CancelOtherContract
 from tests.contracts.flow import FlowControlContract
 from tests.contracts.repositories import JobRepositoryContract, ScheduleRepositoryContract
 
@@ -33,6 +34,10 @@ def queue_settings(store: InMemoryJobRepository) -> QueueSettingsRepository:
 
 
 class TestInMemoryFlowControl(FlowControlContract):
+    pass
+
+
+class TestInMemoryCancelOther(CancelOtherContract):
     pass
 
 
