@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from application.scheduler import SchedulerTick
 from application.submit_jobs import SubmitJobs
 from application.worker import Worker, WorkerSettings
 from domain.errors import PermanentFailure
+from domain.job import State
 
 T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 
@@ -80,3 +82,35 @@ class Stack:
         values: dict[str, Any] = {"worker_id": "w1", "pop_timeout": 0.01, "heartbeat_seconds": 0.02}
         values.update(settings)
         return Worker(self.jobs, self.dispatcher, self.tasks, self.clock, WorkerSettings(**values))
+
+
+@contextlib.asynccontextmanager
+async def working(worker: Worker) -> AsyncIterator[Worker]:
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def settle(stack: Stack, job_id: str, *states: State, seconds: float = 3.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while (await stack.jobs.get(job_id)).state not in states:
+        assert loop.time() < end, f"job stayed {(await stack.jobs.get(job_id)).state}"
+        await asyncio.sleep(0.005)
+
+
+def patient_task(stack: Stack) -> asyncio.Event:
+    """Register `patient`, a handler that waits 30 s unless stopped; the event is set when it stops."""
+    stopped = asyncio.Event()
+
+    async def patient(payload: dict[str, object], ctx: object) -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            stopped.set()
+
+    stack.tasks.handlers["patient"] = patient
+    return stopped

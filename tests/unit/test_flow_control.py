@@ -4,8 +4,6 @@ show them, the worker's gate (paused queues, the shared token bucket) and a work
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,12 +14,11 @@ from application.manage_jobs import QueueOverview
 from application.manage_queues import UpdateQueue
 from application.ports import Finished
 from application.queue_gate import QueueGate
-from application.worker import Worker
 from domain.errors import IllegalTransition, InvalidInput
 from domain.flow import QueueSettings, admit
 from domain.job import Hold, Job, JobSpec, State
 from tests.contracts.repositories import T0, at, make_job
-from tests.unit.fakes import Stack
+from tests.unit.fakes import Stack, working
 
 # -- the domain -----------------------------------------------------------------------------------------------
 
@@ -155,16 +152,6 @@ async def test_the_gate_pops_a_rate_limited_queue_only_for_the_tokens_it_gets() 
 
 
 # -- a worker -------------------------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def working(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 5)
 
 
 async def test_a_worker_runs_one_job_of_a_key_at_a_time_and_skips_a_paused_queue() -> None:

@@ -25,10 +25,9 @@ from application.worker import Worker, WorkerSettings
 from domain.job import Hold, JobSpec, Outcome, State
 from entrypoints.container import MemoryAdapters, UseCases
 from tests.contracts.repositories import LEASE, at, make_schedule
-from tests.unit.fakes import Stack
+from tests.unit.fakes import Stack, patient_task, settle, working
 from tests.unit.http_support import AUTH, T0, TOKEN, Api, KnownTasks, running_api, submit
 from tests.unit.test_http_metrics import scrape
-from tests.unit.test_worker import settle, working
 from tests.unit.ui_support import log_in
 
 KEYED: dict[str, Any] = {"concurrency_key": "customer-7", "concurrency_limit": 1}
@@ -281,15 +280,7 @@ async def test_cancel_job_without_metrics_or_cancellations_still_cancels() -> No
 
 async def test_the_handler_of_a_job_cancel_other_displaces_is_stopped_by_the_notice_not_the_heartbeat() -> None:
     stack = Stack()
-    notices, stopped = InMemoryCancellations(), asyncio.Event()
-
-    async def patient(payload: dict[str, object], ctx: object) -> None:
-        try:
-            await asyncio.sleep(30)
-        finally:
-            stopped.set()
-
-    stack.tasks.handlers["patient"] = patient
+    notices, stopped = InMemoryCancellations(), patient_task(stack)
     tick = SchedulerTick(stack.jobs, stack.schedules, stack.dispatcher, stack.clock, cancellations=notices)
     schedule = make_schedule(overlap_policy="cancel_other", job=JobSpec(task="patient", concurrency_key="nightly"))
     await stack.schedules.add(schedule)

@@ -17,8 +17,7 @@ from application.scheduler import SchedulerLoop, SchedulerTick
 from application.submit_jobs import SubmitJobs
 from application.worker import Worker, WorkerSettings
 from domain.job import JobSpec, State
-from tests.unit.fakes import Stack
-from tests.unit.test_worker import settle, working
+from tests.unit.fakes import Stack, settle, working
 
 
 def submit_jobs(stack: Stack, metrics: RecordingMetrics) -> SubmitJobs:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -16,25 +14,7 @@ from application.worker import Worker, WorkerSettings
 from domain.errors import Unavailable
 from domain.job import JobSpec, Outcome, State
 from domain.retry import Backoff
-from tests.unit.fakes import Stack
-
-
-@contextlib.asynccontextmanager
-async def working(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 5)
-
-
-async def settle(stack: Stack, job_id: str, *states: State, seconds: float = 3.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while (await stack.jobs.get(job_id)).state not in states:
-        assert loop.time() < end, f"job stayed {(await stack.jobs.get(job_id)).state}"
-        await asyncio.sleep(0.005)
+from tests.unit.fakes import Stack, patient_task, settle, working
 
 
 async def submit(stack: Stack, **spec: object) -> str:
@@ -131,15 +111,7 @@ async def test_sync_handlers_run_off_the_event_loop() -> None:
 
 async def test_cancelling_a_running_job_reaches_its_handler() -> None:
     stack = Stack()
-    stopped = asyncio.Event()
-
-    async def patient(payload: dict[str, object], ctx: object) -> None:
-        try:
-            await asyncio.sleep(30)
-        finally:
-            stopped.set()
-
-    stack.tasks.handlers["patient"] = patient
+    stopped = patient_task(stack)
     job_id = await submit(stack, task="patient")
     async with working(stack.worker()) as worker:
         await settle(stack, job_id, State.RUNNING)
@@ -331,15 +303,7 @@ async def test_a_timeout_error_raised_by_the_handler_is_an_ordinary_failure() ->
 async def test_a_cancellation_notice_stops_the_handler_without_waiting_for_the_heartbeat() -> None:
     stack = Stack()
     notices = InMemoryCancellations()
-    stopped = asyncio.Event()
-
-    async def patient(payload: dict[str, object], ctx: object) -> None:
-        try:
-            await asyncio.sleep(30)
-        finally:
-            stopped.set()
-
-    stack.tasks.handlers["patient"] = patient
+    stopped = patient_task(stack)
     job_id = await submit(stack, task="patient")
     settings = WorkerSettings(worker_id="w1", pop_timeout=0.01, heartbeat_seconds=60)
     worker = Worker(stack.jobs, stack.dispatcher, stack.tasks, stack.clock, settings, cancellations=notices)
