@@ -41,7 +41,7 @@ class SubmitJobs:
         """Store the jobs (all or nothing) and dispatch those due now. prefix=None names fields bare."""
         self._check(specs, prefix)
         now = self.clock.now()
-        made = [Job.create(job_id, spec, now=now) for job_id, spec in zip(new_ids(now, len(specs)), specs, strict=True)]
+        made = Job.create_many(new_ids(now, len(specs)), specs, now=now)
         submitted = await self.jobs.add(made)
         fresh = [s.job for s in submitted if s.created]
         reporting.submitted(self.metrics, fresh)
@@ -56,10 +56,12 @@ class SubmitJobs:
         known = self.tasks.names()
         problems: dict[str, str] = {}
         for i, spec in enumerate(specs):
-            where = "" if prefix is None else f"{prefix}[{i}]."
-            problems |= spec.problems(where)
+            found = spec.problems()
             if known is not None and spec.task not in known:
-                problems |= UnknownTask(f"{where}task", spec.task).errors
+                found |= UnknownTask("task", spec.task).errors
+            if found:  # the field paths are only written out for a spec that breaks a rule
+                where = "" if prefix is None else f"{prefix}[{i}]."
+                problems |= {where + name: message for name, message in found.items()}
         if problems:
             raise InvalidInput(problems)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 
@@ -10,9 +9,26 @@ def uuid7(at: datetime, entropy: bytes) -> str:
     """A UUIDv7 string from a creation instant and 10 random bytes supplied by the caller."""
     if len(entropy) < 10:
         raise ValueError("uuid7 needs 10 bytes of entropy")
-    ms = int(at.timestamp() * 1000) & ((1 << 48) - 1)
-    rand = int.from_bytes(entropy[:10], "big")
-    rand_a = rand >> 68 & 0xFFF
-    rand_b = rand & ((1 << 62) - 1)
-    value = ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    return str(uuid.UUID(int=value))
+    return _format(_millis(at), entropy[:10])
+
+
+def uuid7_many(at: datetime, entropy: bytes) -> list[str]:
+    """One UUIDv7 string per 10 bytes of `entropy`, all created at `at` (the instant is read once)."""
+    if len(entropy) % 10:
+        raise ValueError("uuid7_many needs 10 bytes of entropy per id")
+    ms = _millis(at)
+    return [_format(ms, entropy[i:i + 10]) for i in range(0, len(entropy), 10)]
+
+
+def _millis(at: datetime) -> int:
+    return int(at.timestamp() * 1000) & ((1 << 48) - 1)
+
+
+def _format(ms: int, entropy: bytes) -> str:
+    # Laid out byte by byte rather than through an int, uuid.UUID(int=...) and str(), which cost twice as much:
+    # 48 bits of milliseconds, version 7 and 12 random bits, variant 0b10 and 62 random bits (of the 80 given,
+    # the 6 after the first 12 are left out).
+    e = entropy
+    h = (ms.to_bytes(6, "big") + bytes((0x70 | e[0] >> 4, (e[0] & 0xF) << 4 | e[1] >> 4, 0x80 | e[2] & 0x3F))
+         + e[3:10]).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

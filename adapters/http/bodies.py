@@ -89,9 +89,9 @@ class BatchBody(Body):
         specs, problems = [], {}
         for i, job in enumerate(self.jobs):
             try:
-                specs.append(job.to_spec(now, f"jobs[{i}]."))
-            except InvalidInput as exc:
-                problems |= exc.errors
+                specs.append(job.to_spec(now))
+            except InvalidInput as exc:  # the field paths are only written out for a job that has a problem
+                problems |= {f"jobs[{i}].{name}": message for name, message in exc.errors.items()}
         if problems:
             raise InvalidInput(problems)
         return specs

@@ -4,8 +4,8 @@ Litestar converts bodies with msgspec in lax mode (`strict=False`: "5" would pas
 without our field paths. This `before_request` hook decodes the raw body with `strict=True` against the type the
 handler's `data` parameter declares and turns each failure into a problem: 415 for a non-JSON content type,
 400 for bytes that are not JSON, 422 (`InvalidInput`, the field named) for JSON of the wrong shape. A body that
-passes here also passes Litestar's lax decoding, which then builds the same value; keeping the `data`
-parameter keeps the request bodies in the OpenAPI document.
+passes here is handed to Litestar as the request's decoded JSON, which its lax conversion to the same type
+passes through as it is; keeping the `data` parameter keeps the request bodies in the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Final
 import msgspec
 from litestar import Request
 from litestar.exceptions import ClientException, HTTPException
+from litestar.utils.scope.state import ScopeState
 
 from domain.errors import InvalidInput
 
@@ -48,6 +49,9 @@ async def check_body(request: Request[Any, Any, Any]) -> None:
         raise ClientException(detail=f"the body is not valid JSON: {exc}") from exc
     if not _surely_storable(raw):
         _scan(msgspec.to_builtins(value))
+    # Litestar would decode the body again, to builtins, then convert those to the declared type (~0.9 ms for a
+    # batch of 1,000 jobs): handed the decoded value as the request's JSON, its conversion passes it through.
+    ScopeState.from_scope(request.scope).json = value
     return None
 
 
