@@ -7,12 +7,15 @@ the end; repositories borrow connections through `connection(pool)`.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
+import msgspec
 import psycopg
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import set_json_loads
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -28,10 +31,12 @@ KEEPALIVES: Final = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interva
 
 
 def connection_defaults(conninfo: str, name: str) -> dict[str, Any]:
-    """libpq parameters gnomon sets unless the URL sets them: keepalives and an application_name that shows
-    which gnomon pool a backend serves in pg_stat_activity."""
+    """libpq parameters gnomon sets unless the URL sets them: keepalives, an application_name that shows
+    which gnomon pool a backend serves in pg_stat_activity, and a session time zone of UTC, so the driver hands
+    back timestamps already in UTC (in another zone it builds them in that zone and every `astimezone(UTC)` of a
+    row converts them: ~6 per claimed row)."""
     given = psycopg.conninfo.conninfo_to_dict(conninfo)
-    wanted: dict[str, Any] = {**KEEPALIVES, "application_name": name}
+    wanted: dict[str, Any] = {**KEEPALIVES, "application_name": name, "options": "-c TimeZone=UTC"}
     return {key: value for key, value in wanted.items() if key not in given}
 
 
@@ -53,8 +58,20 @@ def create_pool(conninfo: str, *, min_size: int = 1, max_size: int = 10, timeout
 
 async def _configure(conn: psycopg.AsyncConnection[DictRow]) -> None:
     """Rows as the repositories want them, cheaply: uuids as the text they are in the domain (building a
-    uuid.UUID and printing it again cost more than the rest of a row's columns)."""
+    uuid.UUID and printing it again cost more than the rest of a row's columns), JSON decoded by msgspec."""
     conn.adapters.register_loader("uuid", TextLoader)
+    set_json_loads(_json_loads, conn)
+
+
+def _json_loads(data: bytes) -> Any:
+    """JSON from the database: msgspec decodes a claimed row's payload and backoff ~8x faster than json.loads
+    (~4 us of a worker's ~100 per job). It refuses a number with a fraction beyond a float's range (1e400 + 0.5,
+    which jsonb prints in full and json.loads reads as inf); such a value falls back to json.loads, so every stored
+    value reads as it did."""
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return json.loads(data)
 
 
 async def _generic_plans(conn: psycopg.AsyncConnection[DictRow]) -> None:

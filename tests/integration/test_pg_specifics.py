@@ -314,6 +314,7 @@ async def test_pooled_connections_keep_alive_and_name_themselves(pg_url: str) ->
     try:
         async with connection(pool) as conn:
             params = conn.info.get_parameters()
+            zone = conn.info.timezone
             row = await (await conn.execute(
                 "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")).fetchone()
     finally:
@@ -321,3 +322,21 @@ async def test_pooled_connections_keep_alive_and_name_themselves(pg_url: str) ->
     assert row is not None and row["application_name"] == "gnomon-test-pool"
     assert params["keepalives"] == "1" and params["keepalives_count"] == "3"
     assert params["keepalives_idle"] == "7"  # the URL's own value wins over the default
+    assert zone is UTC  # the session's time zone: timestamps come back in UTC, converted by nothing
+
+
+async def test_pooled_connections_read_json_as_json_loads_would(pg_url: str) -> None:
+    pool = create_pool(pg_url, max_size=1)
+    await open_pool(pool)
+    try:
+        async with connection(pool) as conn:
+            row = await (await conn.execute(
+                """SELECT '{"i": 1, "s": "\\u00e9", "l": [null, true, 2.5]}'::jsonb AS usual,
+                          jsonb_build_object('big', 1e400 + 0.5, 'int', 1e400, 'tiny', 1e-400) AS huge,
+                          '[1]'::json AS plain""")).fetchone()
+    finally:
+        await pool.close()
+    assert row is not None
+    assert row["usual"] == {"i": 1, "s": "\u00e9", "l": [None, True, 2.5]}
+    assert row["huge"] == {"big": float("inf"), "int": 10**400, "tiny": 0.0}  # what json.loads makes of them
+    assert row["plain"] == [1]
