@@ -395,12 +395,12 @@ class Metrics(Protocol):
         """Attempts that ended, by outcome (a Run outcome, or `released` when handed back at shutdown)."""
         ...
 
-    def run_duration(self, task: str, seconds: float) -> None:
-        """How long one attempt ran."""
+    def run_durations(self, task: str, seconds: Sequence[float]) -> None:
+        """How long each of these attempts of `task` ran (one call per task of a batch of outcomes)."""
         ...
 
-    def lateness(self, queue: str, seconds: float) -> None:
-        """Start minus due time of one attempt."""
+    def lateness(self, queue: str, seconds: Sequence[float]) -> None:
+        """Start minus due time of each of these attempts in `queue` (one call per queue of a claim)."""
         ...
 
     def tick_duration(self, seconds: float) -> None:
@@ -443,10 +443,10 @@ class NoMetrics:
     def jobs_finished(self, queue: str, task: str, outcome: str, n: int) -> None:
         pass
 
-    def run_duration(self, task: str, seconds: float) -> None:
+    def run_durations(self, task: str, seconds: Sequence[float]) -> None:
         pass
 
-    def lateness(self, queue: str, seconds: float) -> None:
+    def lateness(self, queue: str, seconds: Sequence[float]) -> None:
         pass
 
     def tick_duration(self, seconds: float) -> None:

@@ -28,21 +28,26 @@ def submitted(metrics: Metrics, jobs: Iterable[Job]) -> None:
 
 
 def claimed(metrics: Metrics, jobs: Sequence[Job]) -> None:
-    for queue, n in Counter(j.queue for j in jobs).items():
-        metrics.jobs_claimed(queue, n)
+    late: dict[str, list[float]] = {}
     for job in jobs:
         started = job.started_at or job.updated_at
-        metrics.lateness(job.queue, max((started - job.run_at).total_seconds(), 0.0))
+        late.setdefault(job.queue, []).append(max((started - job.run_at).total_seconds(), 0.0))
+    for queue, seconds in late.items():
+        metrics.jobs_claimed(queue, len(seconds))
+        metrics.lateness(queue, seconds)
 
 
 def finished(metrics: Metrics, outcomes: Iterable[Finished]) -> None:
     """Count ended attempts by outcome and time those that ran to an outcome."""
     counts: Counter[tuple[str, str, str]] = Counter()
+    durations: dict[str, list[float]] = {}
     for done in outcomes:
         outcome = RELEASED if done.run is None else str(done.run.outcome)
         counts[done.job.queue, done.job.task, outcome] += 1
         if done.run is not None:
-            metrics.run_duration(done.job.task, done.run.duration_seconds)
+            durations.setdefault(done.job.task, []).append(done.run.duration_seconds)
+    for task, seconds in durations.items():
+        metrics.run_durations(task, seconds)
     for (queue, task, outcome), n in counts.items():
         metrics.jobs_finished(queue, task, outcome, n)
 

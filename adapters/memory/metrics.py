@@ -30,6 +30,10 @@ class RecordingMetrics:
         self.calls[key[0]] += 1
         self.observations.setdefault(key, []).append(value)
 
+    def _observe_many(self, *key: str, values: Sequence[float]) -> None:
+        self.calls[key[0]] += 1
+        self.observations.setdefault(key, []).extend(values)
+
     def jobs_submitted(self, queue: str, task: str, n: int) -> None:
         self._count("submitted", queue, task, n=n)
 
@@ -45,11 +49,11 @@ class RecordingMetrics:
     def jobs_finished(self, queue: str, task: str, outcome: str, n: int) -> None:
         self._count("finished", queue, task, outcome, n=n)
 
-    def run_duration(self, task: str, seconds: float) -> None:
-        self._observe("run_duration", task, value=seconds)
+    def run_durations(self, task: str, seconds: Sequence[float]) -> None:
+        self._observe_many("run_duration", task, values=seconds)
 
-    def lateness(self, queue: str, seconds: float) -> None:
-        self._observe("lateness", queue, value=seconds)
+    def lateness(self, queue: str, seconds: Sequence[float]) -> None:
+        self._observe_many("lateness", queue, values=seconds)
 
     def tick_duration(self, seconds: float) -> None:
         self._observe("tick_duration", value=seconds)

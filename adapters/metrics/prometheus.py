@@ -86,11 +86,15 @@ class PrometheusMetrics:
     def jobs_finished(self, queue: str, task: str, outcome: str, n: int) -> None:
         self._finished.labels(queue, task, outcome).inc(n)
 
-    def run_duration(self, task: str, seconds: float) -> None:
-        self._run.labels(task).observe(seconds)
+    def run_durations(self, task: str, seconds: Sequence[float]) -> None:
+        observe = self._run.labels(task).observe  # the labels' lookup (~1.5 us) once per batch, not per job
+        for value in seconds:
+            observe(value)
 
-    def lateness(self, queue: str, seconds: float) -> None:
-        self._lateness.labels(queue).observe(seconds)
+    def lateness(self, queue: str, seconds: Sequence[float]) -> None:
+        observe = self._lateness.labels(queue).observe
+        for value in seconds:
+            observe(value)
 
     def tick_duration(self, seconds: float) -> None:
         self._tick.observe(seconds)

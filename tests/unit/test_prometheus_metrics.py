@@ -54,9 +54,9 @@ def test_counters_carry_their_labels_and_add_up() -> None:
 
 def test_histograms_bucket_their_observations() -> None:
     metrics = PrometheusMetrics(process_registry())
-    for seconds in (0.003, 0.2, 42.0):
-        metrics.run_duration("send", seconds)
-    metrics.lateness("mail", 1.5)
+    metrics.run_durations("send", [0.003, 0.2])
+    metrics.run_durations("send", [42.0])
+    metrics.lateness("mail", [1.5])
     metrics.tick_duration(0.004)
     found = samples(metrics)
     assert value(found, "gnomon_job_run_duration_seconds_count", task="send") == 3
