@@ -102,6 +102,22 @@ async def test_a_batch_bigger_than_a_stripe_share_takes_the_exact_path(pool: Poo
         await second.close()
 
 
+async def test_a_keyed_batch_takes_the_exact_path_even_far_below_the_limit(pool: Pool, pg_url: str) -> None:
+    ids = await queue_of(pool, 8, max_running=1000)
+    keyed = [make_job(now(), queue="capped", concurrency_key="tenant", concurrency_limit=10) for _ in range(2)]
+    await PgJobRepository(pool).add(keyed)
+    first, second = await session(pg_url), await session(pg_url)
+    try:
+        claimed = await (await first.execute(flow_sql.CLAIM_GATED,
+                                             claim_params([uuid.UUID(j.id) for j in keyed]))).fetchall()
+        assert len(claimed) == 2  # V007: keys lock exclusively anyway, so the queue is locked exclusively too
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            await second.execute(flow_sql.CLAIM_GATED, claim_params(ids[:4]))
+    finally:
+        await first.close()
+        await second.close()
+
+
 @pytest.mark.parametrize("limit", [64, 160])
 async def test_claims_racing_from_far_below_to_the_limit_start_exactly_max_running(pool: Pool, pg_url: str,
                                                                                    limit: int) -> None:
