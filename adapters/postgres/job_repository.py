@@ -120,7 +120,6 @@ class PgJobRepository:
             held = {job.id for job in await flow.gate_promoted(conn, queued, now) if job.held}
         return [evolve(p, held=True) if p.id in held else p for p in promoted]
 
-
     async def claim(self, job_ids: Sequence[str], *, worker_id: str, now: datetime, lease_seconds: float,
                     limited: Collection[str] = ()) -> list[Job]:
         ids = uuid_texts(job_ids)
