@@ -169,15 +169,15 @@ def _backoff_json(backoff: Backoff) -> str:
 def outcomes_json(outcomes: Iterable[Finished]) -> Json:
     """The outcomes as the JSON array of records that sql.FINISH_JOBS reads (sql._OUTCOME_COLUMNS): what each
     changes in its job (Job.succeed, fail and release change nothing else) and the run it closed, if any. Written
-    out here rather than built as dicts for json.dumps, which cost twice as much: the instants, enums and numbers
-    need no escaping, free text goes through json.dumps, and a null field is left out (json_to_recordset reads a
-    missing key as NULL)."""
+    out here rather than built as dicts for json.dumps, which cost twice as much: the instants, enums, numbers and
+    ids (stored uuid text) need no escaping, free text goes through json.dumps, and a null field is left out
+    (json_to_recordset reads a missing key as NULL)."""
     iso = _Instants()
     quoted: dict[str, str] = {}  # worker ids: one or two per batch
     records = []
     for item in outcomes:
         job, run, lease = item.job, item.run, item.job.lease
-        fields = [f'{{"id":{json.dumps(job.id)},"version":{job.version},"state":"{job.state}",'
+        fields = [f'{{"id":"{job.id}","version":{job.version},"state":"{job.state}",'
                   f'"attempt":{job.attempt},"run_at":"{iso(job.run_at)}","updated_at":"{iso(job.updated_at)}"']
         if job.started_at is not None:
             fields.append(f',"started_at":"{iso(job.started_at)}"')
