@@ -21,7 +21,7 @@ from adapters.postgres.schedule_repository import PgScheduleRepository
 from application.identity import new_id
 from application.ports import Finished, JobFilter
 from domain.errors import InvalidInput, JobNotFound, ScheduleNotFound, StaleWrite, Unavailable
-from domain.job import JobSpec, State
+from domain.job import Job, JobSpec, State
 from domain.retry import Backoff
 from domain.schedule import Fate, ScheduleSpec
 from tests.contracts.repositories import LEASE, T0, at, make_job, make_schedule, planner
@@ -340,3 +340,12 @@ async def test_pooled_connections_read_json_as_json_loads_would(pg_url: str) -> 
     assert row["usual"] == {"i": 1, "s": "\u00e9", "l": [None, True, 2.5]}
     assert row["huge"] == {"big": float("inf"), "int": 10**400, "tiny": 0.0}  # what json.loads makes of them
     assert row["plain"] == [1]
+
+
+async def test_copied_jobs_keep_text_that_copy_escapes(jobs: PgJobRepository) -> None:
+    odd = "a\\tb\tc\nd\re\\\\.\n\\.\n\\N é \"q\""
+    specs = [JobSpec(task=odd, payload={odd: [odd, 1.5, None], "n": "\\N"}, concurrency_key=odd),
+             JobSpec(task="noop", payload={}, run_at=datetime(2999, 1, 1, tzinfo=UTC))]
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    made = [s.job for s in await jobs.add(Job.create_many([new_id(now), new_id(now)], specs, now=now))]
+    assert [await jobs.get(job.id) for job in made] == made
