@@ -79,7 +79,8 @@ class PostgresAdapters(containers.DeclarativeContainer):
     schedules = providers.Singleton(PgScheduleRepository, pool=pool)
     wakeup = providers.Singleton(PgWakeup, pool=pool, conninfo=config.database_url)
     redis = providers.Singleton(Redis.from_url, config.redis_url, max_connections=config.redis_connections)
-    dispatcher = providers.Singleton(RedisDispatcher, redis, config.redis_prefix)
+    dispatcher = providers.Singleton(RedisDispatcher, redis, config.redis_prefix,
+                                     pace_seconds=config.dispatch_pace_seconds)
     cancellations = providers.Singleton(RedisCancellations, redis, config.redis_prefix)
     queue_settings = providers.Singleton(PgQueueSettingsRepository, pool=pool)
     start_rate = providers.Singleton(RedisStartRate, redis, config.redis_prefix)
@@ -220,7 +221,7 @@ def build(settings: Settings, *, scheduler_only: bool = False, single_process: b
     adapters.config.from_dict({
         "database_url": settings.database_url, "redis_url": settings.redis_url or "redis://unused",
         "redis_prefix": settings.redis_prefix, "pool_size": 10, "redis_connections": 64,
-        "generic_plans": scheduler_only,
+        "generic_plans": scheduler_only, "dispatch_pace_seconds": settings.dispatch_pace_seconds,
     })
     if settings.redis_url is None:  # one process only (gnomon dev --database-url): dispatch stays in it
         adapters.dispatcher.override(providers.Singleton(InMemoryDispatcher))

@@ -59,6 +59,7 @@ class Settings:
     heartbeat_seconds: float = field(default=Factory(lambda s: s.lease_seconds / 3, takes_self=True))
     metrics_port: int | None = None  # None: no metrics server; 0: any free port
     dispatch_timeout_seconds: float = 30.0
+    dispatch_pace_seconds: float = 0.002  # Redis dispatch order: a pushed batch's k-th id is scored now + k x pace
     shutdown_grace_seconds: float = 30.0
     retention: timedelta = timedelta(days=7)
     log_format: str = "text"
@@ -89,6 +90,7 @@ VARIABLES: Final[dict[str, Parser]] = {
     "heartbeat_seconds": at_least(0, inclusive=False),
     "metrics_port": at_least(0, inclusive=True, integer=True, high=65535),
     "dispatch_timeout_seconds": at_least(0, inclusive=False),
+    "dispatch_pace_seconds": at_least(1e-6, inclusive=True, high=1.0),
     "shutdown_grace_seconds": at_least(0, inclusive=True),
     "retention": parse_retention,
     "log_format": parse_log_format,

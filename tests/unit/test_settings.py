@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.redis.dispatcher import RedisDispatcher
+from entrypoints.container import build
 from entrypoints.setting_values import format_duration, parse_duration
 from entrypoints.settings import Settings, SettingsError, config_path, load_settings
 
@@ -113,6 +115,8 @@ def test_metrics_port_zero_means_any_free_port() -> None:
     ("GNOMON_METRICS_PORT", "-1"),
     ("GNOMON_METRICS_PORT", "1.5"),
     ("GNOMON_DISPATCH_TIMEOUT_SECONDS", "0"),
+    ("GNOMON_DISPATCH_PACE_SECONDS", "0"),
+    ("GNOMON_DISPATCH_PACE_SECONDS", "2"),  # above a second: a typo for milliseconds
     ("GNOMON_SHUTDOWN_GRACE_SECONDS", "-0.5"),
     ("GNOMON_RETENTION", "7x"),
     ("GNOMON_RETENTION", "d"),
@@ -237,3 +241,11 @@ def test_only_the_settings_module_reads_the_environment() -> None:
                 if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb"):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+def test_the_dispatch_pace_reaches_the_redis_dispatcher() -> None:
+    settings = load_settings({}, {"GNOMON_DISPATCH_PACE_SECONDS": "0.005", "GNOMON_DATABASE_URL": "postgresql://x/y",
+                                  "GNOMON_REDIS_URL": "redis://127.0.0.1:1/0"}, None)
+    dispatcher = build(settings).adapters.dispatcher()
+    assert isinstance(dispatcher, RedisDispatcher) and dispatcher._pace_seconds == 0.005
+    assert load_settings({}, {}, None).dispatch_pace_seconds == 0.002
