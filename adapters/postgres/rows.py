@@ -171,14 +171,18 @@ def outcomes_json(outcomes: Iterable[Finished]) -> Json:
     changes in its job (Job.succeed, fail and release change nothing else) and the run it closed, if any. Written
     out here rather than built as dicts for json.dumps, which cost twice as much: the instants, enums, numbers and
     ids (stored uuid text) need no escaping, free text goes through json.dumps, and a null field is left out
-    (json_to_recordset reads a missing key as NULL)."""
+    (json_to_recordset reads a missing key as NULL). A column that can't be null and holds what another one holds
+    (`updated_at` = `finished_at`, the run's instants and attempt = the job's) is left out too, and FINISH_JOBS
+    takes the other: json_to_recordset parses every key it is given, ~1.8 us per instant."""
     iso = _Instants()
     quoted: dict[str, str] = {}  # worker ids: one or two per batch
     records = []
     for item in outcomes:
         job, run, lease = item.job, item.run, item.job.lease
         fields = [f'{{"id":"{job.id}","version":{job.version},"state":"{job.state}",'
-                  f'"attempt":{job.attempt},"run_at":"{iso(job.run_at)}","updated_at":"{iso(job.updated_at)}"']
+                  f'"attempt":{job.attempt},"run_at":"{iso(job.run_at)}"']
+        if job.updated_at != job.finished_at:
+            fields.append(f',"updated_at":"{iso(job.updated_at)}"')
         if job.started_at is not None:
             fields.append(f',"started_at":"{iso(job.started_at)}"')
         if job.finished_at is not None:
@@ -191,9 +195,13 @@ def outcomes_json(outcomes: Iterable[Finished]) -> Json:
             fields.append(f',"lease_worker":{_quoted(quoted, lease.worker_id)},"lease_token":{lease.token},'
                           f'"lease_expires_at":"{iso(lease.expires_at)}"')
         if run is not None:
-            fields.append(f',"run_attempt":{run.attempt},"run_worker":{_quoted(quoted, run.worker_id)},'
-                          f'"run_started_at":"{iso(run.started_at)}","run_finished_at":"{iso(run.finished_at)}",'
-                          f'"run_outcome":"{run.outcome}"')
+            fields.append(f',"run_worker":{_quoted(quoted, run.worker_id)},"run_outcome":"{run.outcome}"')
+            if run.attempt != job.attempt:
+                fields.append(f',"run_attempt":{run.attempt}')
+            if run.started_at != job.started_at:
+                fields.append(f',"run_started_at":"{iso(run.started_at)}"')
+            if run.finished_at != job.updated_at:
+                fields.append(f',"run_finished_at":"{iso(run.finished_at)}"')
             if run.error is not None:
                 fields.append(f',"run_error":{json.dumps(run.error)}')
         fields.append("}")

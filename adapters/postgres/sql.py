@@ -71,6 +71,8 @@ SAVE_JOBS: Final[LiteralString] = (
     + _INSERT_RUNS_OF_WRITTEN + "SELECT id FROM written"
 )
 # An outcome (Job.succeed/fail/release) changes only these columns, so only they travel, with the run it closed.
+# A column that can't be null may be left out when it holds what another one holds (rows.outcomes_json): a missing
+# updated_at is finished_at, a missing run instant or attempt the job's.
 _OUTCOME_COLUMNS: Final[LiteralString] = (
     "id uuid, version bigint, state text, attempt integer, run_at timestamptz, result jsonb, last_error text,"
     " updated_at timestamptz, started_at timestamptz, finished_at timestamptz, lease_worker text,"
@@ -85,13 +87,14 @@ _OUTCOME_COLUMNS: Final[LiteralString] = (
 FINISH_JOBS: Final[LiteralString] = (
     "WITH new AS (SELECT * FROM json_to_recordset(%(jobs)s::json) AS n (" + _OUTCOME_COLUMNS + ")), "
     "written AS (UPDATE jobs SET state = new.state, attempt = new.attempt, run_at = new.run_at,"
-    " result = new.result, last_error = new.last_error, updated_at = new.updated_at,"
+    " result = new.result, last_error = new.last_error, updated_at = coalesce(new.updated_at, new.finished_at),"
     " started_at = new.started_at, finished_at = new.finished_at, lease_worker = new.lease_worker,"
     " lease_token = new.lease_token, lease_expires_at = new.lease_expires_at, version = new.version FROM new"
     " WHERE jobs.id = ANY(%(ids)s::uuid[]) AND jobs.id = new.id AND jobs.version = new.version - 1"
     " AND jobs.lease_token = new.version - 1 AND jobs.lease_expires_at > %(now)s RETURNING jobs.id), "
-    "ran AS (INSERT INTO runs (" + _RUN_COLUMNS + ") SELECT id, run_attempt, run_worker, run_started_at,"
-    " run_finished_at, run_outcome, run_error FROM new"
+    "ran AS (INSERT INTO runs (" + _RUN_COLUMNS + ") SELECT id, coalesce(run_attempt, attempt), run_worker,"
+    " coalesce(run_started_at, started_at), coalesce(run_finished_at, updated_at, finished_at), run_outcome,"
+    " run_error FROM new"
     " WHERE run_outcome IS NOT NULL AND id IN (SELECT id FROM written)) "
     "SELECT id FROM written"
 )
@@ -121,14 +124,14 @@ SELECT id::text, queue, priority, keyed FROM promoted ORDER BY promoted.run_at, 
 # to the gated claim (flow_sql.CLAIM_GATED), so an unlimited deployment pays nothing for it.
 CLAIM: Final = """
 WITH wanted AS MATERIALIZED (
-    SELECT id, state, state = 'queued' AND held_for IS NULL AND concurrency_key IS NULL
-                      AND queue <> ALL(%(limited)s::text[]) AS ready
+    SELECT ctid, state, state = 'queued' AND held_for IS NULL AND concurrency_key IS NULL
+                        AND queue <> ALL(%(limited)s::text[]) AS ready
     FROM jobs WHERE id = ANY(%(ids)s::uuid[]))
 UPDATE jobs SET state = 'running', attempt = attempt + 1, version = version + 1, updated_at = %(now)s,
     started_at = %(now)s, finished_at = NULL, lease_worker = %(worker)s, lease_token = version + 1,
     lease_expires_at = %(expires_at)s
 FROM wanted
-WHERE jobs.id = wanted.id AND jobs.state = wanted.state AND wanted.ready
+WHERE jobs.ctid = wanted.ctid AND jobs.state = wanted.state AND wanted.ready
 RETURNING jobs.*"""
 
 RENEW: Final = """
