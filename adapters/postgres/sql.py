@@ -116,10 +116,11 @@ WITH promoted AS (
 SELECT id::text, queue, priority, keyed FROM promoted ORDER BY promoted.run_at, promoted.id"""
 
 # Job.start in one statement: the lease token is the version the claim produces. The ids are looked up by
-# primary key first; comparing the state to the one read there (not to the literal 'queued') keeps the planner
-# from scanning every queued job through a partial index, which it would do whenever its statistics say that
-# few jobs are queued (a fresh table, or one analysed between bursts). The comparison is re-checked on the
-# locked row, so a job claimed concurrently is skipped. Flow control: only jobs that no limit counts are ready here
+# primary key first, and the rows updated by the ctid read there (a TID scan, not a second descent per id);
+# comparing the state to the one read there (not to the literal 'queued') keeps the planner from scanning every
+# queued job through a partial index, which it would do whenever its statistics say that few jobs are queued (a
+# fresh table, or one analysed between bursts). The comparison is re-checked on the locked row's latest version,
+# so a job claimed concurrently is skipped. Flow control: only jobs that no limit counts are ready here
 # (no concurrency key, not held, of a queue the worker does not know to limit starts); the claim hands the others
 # to the gated claim (flow_sql.CLAIM_GATED), so an unlimited deployment pays nothing for it.
 CLAIM: Final = """
