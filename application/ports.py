@@ -151,6 +151,12 @@ class JobRepository(Protocol):
         unlimited path, which is all an unlimited deployment ever pays for."""
         ...
 
+    async def adopt(self, job_ids: Sequence[str], *, worker_id: str, now: datetime) -> list[Job]:
+        """The jobs among these that run under an unexpired lease of `worker_id`: what a claim gave this worker
+        when its answer was lost (PostgreSQL restarted while the claim committed), so that the worker runs them
+        instead of leaving their leases to expire."""
+        ...
+
     async def renew(self, leases: Sequence[tuple[str, int]], *, now: datetime,
                     lease_seconds: float) -> list[str]:
         """Extend the leases (job id, token) still held at `now`; return the ids whose lease was lost."""

@@ -10,6 +10,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 from attrs import define, field, frozen
 
@@ -30,6 +31,7 @@ from application.queue_gate import QueueGate
 from application.submit_jobs import dispatch
 from application.task_context import JobContext
 from domain.errors import LeaseLost, Unavailable
+from domain.job import Job
 
 log = logging.getLogger("gnomon.worker")
 
@@ -127,12 +129,16 @@ class Worker:
             await self._slot_freed.wait()
             return
         # Ids whose claim failed (PostgreSQL away) are claimed again before popping more: not lost meanwhile.
+        retrying = bool(self._unclaimed)
         ids = self._unclaimed or await self._pop(free)
         if not ids or self._stopping.is_set():
             return  # ids popped during shutdown stay queued in PostgreSQL: re-dispatched after the timeout
         self._unclaimed = ids
-        claimed = await self.jobs.claim(ids, worker_id=self.settings.worker_id, now=self.clock.now(),
+        now = self.clock.now()
+        claimed = await self.jobs.claim(ids, worker_id=self.settings.worker_id, now=now,
                                         lease_seconds=self.settings.lease_seconds, limited=self._limited())
+        if retrying:
+            claimed += await self._adopt(ids, claimed, now)
         self._unclaimed = []
         reporting.claimed(self.metrics, claimed)
         attempts = [Attempt(job=job, ctx=JobContext.of(job, self._request_beat)) for job in claimed]
@@ -140,6 +146,16 @@ class Worker:
             self.held[attempt.job.id] = attempt
             attempt.task = asyncio.create_task(self._execute(attempt))
         arm_timeouts(attempts, asyncio.get_running_loop())
+
+    async def _adopt(self, ids: list[str], claimed: list[Job], now: datetime) -> list[Job]:
+        """A claim that failed may have committed all the same (the connection died before its answer came): its
+        jobs then run under our lease, unknown to us. Run them rather than leave their leases to expire."""
+        known = {job.id for job in claimed} | self.held.keys() | {item.job.id for item in self.outbox}
+        orphans = [job_id for job_id in ids if job_id not in known]
+        adopted = await self.jobs.adopt(orphans, worker_id=self.settings.worker_id, now=now) if orphans else []
+        if adopted:
+            log.warning("%d jobs were claimed by a claim whose answer was lost: running them", len(adopted))
+        return adopted
 
     async def _pop(self, limit: int) -> list[str]:
         """Pop, but give up the wait as soon as stop() is called: shutdown does not wait out a pop."""

@@ -130,6 +130,11 @@ class InMemoryJobRepository:
         self.rows.update((job.id, job) for job in claimed)
         return claimed
 
+    async def adopt(self, job_ids: Sequence[str], *, worker_id: str, now: datetime) -> list[Job]:
+        return [job for i in dict.fromkeys(job_ids) if (job := self.rows.get(i)) is not None
+                and job.state is State.RUNNING and job.lease is not None and job.lease.worker_id == worker_id
+                and job.lease.expires_at > now]
+
     async def renew(self, leases: Sequence[tuple[str, int]], *, now: datetime,
                     lease_seconds: float) -> list[str]:
         lost = []

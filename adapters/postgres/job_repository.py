@@ -144,6 +144,14 @@ class PgJobRepository:
         order = {key: i for i, key in enumerate(ids)}
         return sorted(claimed, key=lambda j: order[j.id])
 
+    async def adopt(self, job_ids: Sequence[str], *, worker_id: str, now: datetime) -> list[Job]:
+        ids = uuid_texts(job_ids)
+        if not ids:
+            return []
+        params = {"ids": uuid_array(ids), "worker": worker_id, "now": now}
+        async with connection(self._pool) as conn:
+            return [_job_from_row(row) for row in await (await conn.execute(sql.ADOPT, params)).fetchall()]
+
     async def renew(self, leases: Sequence[tuple[str, int]], *, now: datetime,
                     lease_seconds: float) -> list[str]:
         held = [(key, token) for job_id, token in leases if (key := as_uuid(job_id)) is not None]

@@ -135,6 +135,12 @@ FROM wanted
 WHERE jobs.ctid = wanted.ctid AND jobs.state = wanted.state AND wanted.ready
 RETURNING jobs.*"""
 
+# The jobs a worker's claim started although the worker never heard the answer (the connection died while the
+# claim committed): running under that worker's lease, not yet expired.
+ADOPT: Final = """
+SELECT * FROM jobs
+WHERE id = ANY(%(ids)s::uuid[]) AND state = 'running' AND lease_worker = %(worker)s AND lease_expires_at > %(now)s"""
+
 RENEW: Final = """
 UPDATE jobs SET lease_expires_at = %(expires_at)s
 FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) AS held (id, token)

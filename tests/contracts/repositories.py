@@ -123,6 +123,16 @@ class JobRepositoryContract:
         assert await jobs.claim([queued.id], worker_id="w2", now=at(2), lease_seconds=LEASE) == []
         assert await jobs.get(job.id) == job
 
+    async def test_adopt_gives_a_worker_back_only_the_jobs_running_under_its_live_lease(self, jobs) -> None:
+        mine, theirs, waiting = make_job(), make_job(), make_job()
+        await jobs.add([mine, theirs, waiting])
+        [claimed] = await jobs.claim([mine.id], worker_id="w1", now=at(1), lease_seconds=LEASE)
+        await jobs.claim([theirs.id], worker_id="w2", now=at(1), lease_seconds=LEASE)
+        ids = [mine.id, theirs.id, waiting.id, new_id(T0)]
+        assert await jobs.adopt(ids, worker_id="w1", now=at(2)) == [claimed]
+        assert await jobs.adopt(ids, worker_id="w1", now=at(1 + LEASE)) == []  # its lease has expired
+        assert await jobs.adopt([], worker_id="w1", now=at(2)) == []
+
     async def test_renew_extends_held_leases_and_reports_lost_ones(self, jobs) -> None:
         a, b, c = [await running(jobs) for _ in range(3)]
         cancelled, run = (await jobs.get(c.id)).cancel(now=at(2))

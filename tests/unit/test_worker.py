@@ -384,3 +384,30 @@ async def test_a_stop_during_an_outcome_write_lets_it_end_and_writes_nothing_twi
     await asyncio.wait_for(task, 5)
     assert slow.written == [job_id]  # written once: not cancelled mid-way, then made again at exit and refused
     assert (await stack.jobs.get(job_id)).state is State.SUCCEEDED and worker.outbox == []
+
+
+class AnswerLost(Flaky):
+    """A claim that commits, then fails as if the connection died before its answer came back (once)."""
+
+    def __init__(self, jobs: object) -> None:
+        super().__init__(jobs)
+        self.lose_next = True
+
+    async def claim(self, *args: object, **kwargs: object) -> object:
+        claimed = await self.jobs.claim(*args, **kwargs)  # type: ignore[attr-defined]
+        if claimed and self.lose_next:
+            self.lose_next = False
+            raise Unavailable("connection lost while the claim committed (test)")
+        return claimed
+
+
+async def test_jobs_of_a_claim_whose_answer_was_lost_run_at_once_under_that_claim() -> None:
+    stack = Stack()
+    ids = [await submit(stack, task="noop") for _ in range(3)]
+    answer_lost = AnswerLost(stack.jobs)
+    async with working(flaky_worker(stack, answer_lost)):
+        for job_id in ids:
+            await settle(stack, job_id, State.SUCCEEDED)
+    assert not answer_lost.lose_next
+    for job_id in ids:  # not left to their leases' expiry: no lost attempt, no second attempt
+        assert [(r.attempt, r.outcome) for r in await stack.jobs.runs(job_id)] == [(1, Outcome.SUCCEEDED)]
