@@ -191,14 +191,20 @@ def ticking(stack: Stack) -> tuple[SchedulerTick, InMemoryCancellations, Recordi
     return tick, cancellations, metrics
 
 
+async def first_one_running(stack: Stack, tick: SchedulerTick) -> str:
+    """A cancel_other schedule fires at 60 s and its job is claimed, still running at the next occurrence."""
+    await stack.schedules.add(cancelling_schedule())
+    stack.clock.at = at(60)
+    await tick(sweep=False)
+    [first] = await stack.dispatcher.pop(["default"], limit=10, timeout=0)
+    await stack.jobs.claim([first], worker_id="w", now=at(61), lease_seconds=600)
+    return first
+
+
 async def test_cancel_other_tells_the_worker_at_once_and_the_new_job_is_not_held_behind_the_cancelled_one() -> None:
     stack = Stack()
     tick, cancellations, metrics = ticking(stack)
-    await stack.schedules.add(cancelling_schedule())
-    stack.clock.at = (at(60))
-    await tick(sweep=False)
-    [first] = await stack.dispatcher.pop(["default"], limit=10, timeout=0)
-    await stack.jobs.claim([first], worker_id="w", now=at(61), lease_seconds=600)  # still running at the next one
+    first = await first_one_running(stack, tick)
 
     stack.clock.at = (at(120))
     report = await tick(sweep=False)
@@ -214,11 +220,7 @@ async def test_cancel_other_tells_the_worker_at_once_and_the_new_job_is_not_held
 async def test_cancel_other_wakes_the_jobs_held_behind_the_cancelled_one_before_gating_the_new_one() -> None:
     stack = Stack()
     tick, cancellations, metrics = ticking(stack)
-    await stack.schedules.add(cancelling_schedule())
-    stack.clock.at = (at(60))
-    await tick(sweep=False)
-    [first] = await stack.dispatcher.pop(["default"], limit=10, timeout=0)
-    await stack.jobs.claim([first], worker_id="w", now=at(61), lease_seconds=600)
+    first = await first_one_running(stack, tick)
     [waiting] = await stack.submit()([JobSpec(task="noop", concurrency_key="nightly")])
     assert waiting.job.held
 
