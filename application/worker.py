@@ -62,6 +62,7 @@ class Worker:
     gate: QueueGate | None = field(default=None, kw_only=True)  # flow control (queue settings); None: no limits
     held: dict[str, Attempt] = field(factory=dict)
     outbox: list[Finished] = field(factory=list)
+    _recording: list[Finished] = field(factory=list)  # taken out of the outbox, being written
     executed: int = 0
     _stopping: asyncio.Event = field(factory=asyncio.Event)
     _closing: asyncio.Event = field(factory=asyncio.Event)  # drained: the recorder writes what it holds and ends
@@ -150,7 +151,7 @@ class Worker:
     async def _adopt(self, ids: list[str], claimed: list[Job], now: datetime) -> list[Job]:
         """A claim that failed may have committed all the same (the connection died before its answer came): its
         jobs then run under our lease, unknown to us. Run them rather than leave their leases to expire."""
-        known = {job.id for job in claimed} | self.held.keys() | {item.job.id for item in self.outbox}
+        known = {job.id for job in claimed} | self.held.keys() | {item.job.id for item in self.unwritten()}
         orphans = [job_id for job_id in ids if job_id not in known]
         adopted = await self.jobs.adopt(orphans, worker_id=self.settings.worker_id, now=now) if orphans else []
         if adopted:
@@ -195,11 +196,26 @@ class Worker:
         self._outbox_ready.clear()
         batch, self.outbox = self.outbox, []
         try:
-            await self._record(batch)
+            await self._write(batch)
         except BaseException:
-            self.outbox = batch + self.outbox  # kept for the next try (a failure here is Unavailable)
             self._outbox_ready.set()
             raise
+
+    async def _write(self, batch: list[Finished]) -> None:
+        """Record a batch taken out of the outbox; if that fails (an outage), it goes back in front of the outbox
+        for the next try. Meanwhile its jobs are still ours: renewed, never adopted (see `unwritten`)."""
+        self._recording = batch
+        try:
+            await self._record(batch)
+        except BaseException:
+            self.outbox = batch + self.outbox
+            raise
+        finally:
+            self._recording = []
+
+    def unwritten(self) -> list[Finished]:
+        """Outcomes not yet recorded: the batch being written and the outbox."""
+        return self._recording + self.outbox
 
     async def _record(self, batch: list[Finished]) -> None:
         """One fenced write for the batch. A batch that fails for another reason than an outage is split
@@ -237,9 +253,8 @@ class Worker:
         while self.outbox:
             batch, self.outbox = self.outbox, []
             try:
-                await self._record(batch)
+                await self._write(batch)
             except Unavailable as exc:
-                self.outbox = batch + self.outbox
                 if asyncio.get_running_loop().time() >= end:
                     log.error("giving up on %d outcomes at exit (their leases will expire): %s", len(batch), exc)
                     return
@@ -255,7 +270,7 @@ class Worker:
         # Outcomes not yet written keep their leases too: a write that waits out an outage is not refused.
         attempts = list(self.held.values())
         leases = [(a.job.id, a.job.version) for a in attempts]
-        leases += [(item.job.id, item.job.version - 1) for item in self.outbox]
+        leases += [(item.job.id, item.job.version - 1) for item in self.unwritten()]
         if not leases:
             return
         now, seconds = self.clock.now(), self.settings.lease_seconds

@@ -411,3 +411,48 @@ async def test_jobs_of_a_claim_whose_answer_was_lost_run_at_once_under_that_clai
     assert not answer_lost.lose_next
     for job_id in ids:  # not left to their leases' expiry: no lost attempt, no second attempt
         assert [(r.attempt, r.outcome) for r in await stack.jobs.runs(job_id)] == [(1, Outcome.SUCCEEDED)]
+
+
+class WriteWaitsClaimLost(Flaky):
+    """Finishes that wait for `release` before they commit, and, once armed, a claim that commits and then fails
+    as if its answer were lost."""
+
+    def __init__(self, jobs: object) -> None:
+        super().__init__(jobs)
+        self.writing, self.release = asyncio.Event(), asyncio.Event()
+        self.lose_next = False
+
+    async def finish(self, outcomes: list[Finished], *, now: object, limited: object = ()) -> object:
+        self.writing.set()
+        await self.release.wait()
+        return await self.jobs.finish(outcomes, now=now, limited=limited)  # type: ignore[attr-defined]
+
+    async def claim(self, *args: object, **kwargs: object) -> object:
+        claimed = await self.jobs.claim(*args, **kwargs)  # type: ignore[attr-defined]
+        if self.lose_next:
+            self.lose_next = False
+            raise Unavailable("connection lost while the claim committed (test)")
+        return claimed
+
+
+async def test_a_job_whose_outcome_is_being_written_is_not_adopted_and_run_again() -> None:
+    stack = Stack()
+    calls: list[str] = []
+
+    def counted(payload: dict[str, object], ctx: object) -> str:
+        calls.append("ran")
+        return "ok"
+
+    stack.tasks.handlers["counted"] = counted
+    job_id = await submit(stack, task="counted")
+    store = WriteWaitsClaimLost(stack.jobs)
+    async with working(flaky_worker(stack, store)) as worker:
+        await asyncio.wait_for(store.writing.wait(), 3)  # ran; its outcome waits in the write, the job running
+        store.lose_next = True
+        await stack.dispatcher.push([await stack.jobs.get(job_id)])  # dispatched again (a re-dispatch)
+        await until(lambda: not store.lose_next)  # the duplicate's claim failed; the retry looks for orphans
+        await asyncio.sleep(0.05)
+        assert worker.held == {}
+        store.release.set()
+        await settle(stack, job_id, State.SUCCEEDED)
+    assert calls == ["ran"]
