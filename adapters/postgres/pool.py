@@ -18,11 +18,33 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_loads
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
 
 from adapters.postgres import sql
 from domain.errors import Unavailable
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
+RECONNECT_FIRST: Final = 0.1  # seconds before the pool's first new try after a failed connection
+RECONNECT_MOST: Final = 1.0  # and the longest wait between two tries
+
+
+class Reconnecting(AttemptWithBackoff):
+    """psycopg_pool's retry schedule for a connection it failed to open, made quick and capped: 0.1, 0.2, 0.4,
+    0.8, then every second. The library's own doubles from 1 s without a cap (1, 3, 7, 15 s after the first
+    failure), so after a PostgreSQL restart a process could wait 7 s for a connection while the server was back
+    in one - longer than a short lease, so a live worker's jobs were rescued as lost."""
+
+    INITIAL_DELAY = RECONNECT_FIRST
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, RECONNECT_MOST)
+
+
+class GnomonPool(AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]):
+    async def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        # psycopg_pool's hook for opening a connection (pool_async.py): the same, with our retry schedule
+        await super()._add_connection(attempt or Reconnecting(timeout=self.reconnect_timeout), growing)
 
 # A connection whose peer vanished without a FIN (a host or network lost) would otherwise wait on its socket
 # for the kernel's two hours: TCP keepalives find it dead within ~25 s, and the statement then fails as
@@ -52,8 +74,8 @@ def create_pool(conninfo: str, *, min_size: int = 1, max_size: int = 10, timeout
     kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row, **connection_defaults(conninfo, name)}
     # No check on borrow (a round trip each time, ~9% of a worker's CPU): a connection that died while idle
     # fails its first statement instead, `connection()` turns that into Unavailable and sweeps the pool.
-    return AsyncConnectionPool(conninfo, kwargs=kwargs, min_size=min_size, max_size=max_size, open=False,
-                               timeout=timeout, name=name, configure=_generic_plans if generic_plans else _configure)
+    return GnomonPool(conninfo, kwargs=kwargs, min_size=min_size, max_size=max_size, open=False,
+                      timeout=timeout, name=name, configure=_generic_plans if generic_plans else _configure)
 
 
 async def _configure(conn: psycopg.AsyncConnection[DictRow]) -> None:

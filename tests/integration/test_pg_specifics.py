@@ -15,7 +15,7 @@ from attrs import evolve
 
 from adapters.postgres import sql
 from adapters.postgres.job_repository import PgJobRepository
-from adapters.postgres.pool import Pool, connection, create_pool, open_pool
+from adapters.postgres.pool import RECONNECT_MOST, GnomonPool, Pool, Reconnecting, connection, create_pool, open_pool
 from adapters.postgres.rows import outcomes_json, uuid_array
 from adapters.postgres.schedule_repository import PgScheduleRepository
 from application.identity import new_id
@@ -349,3 +349,14 @@ async def test_copied_jobs_keep_text_that_copy_escapes(jobs: PgJobRepository) ->
     now = datetime(2026, 1, 1, tzinfo=UTC)
     made = [s.job for s in await jobs.add(Job.create_many([new_id(now), new_id(now)], specs, now=now))]
     assert [await jobs.get(job.id) for job in made] == made
+
+
+def test_the_pool_tries_again_soon_and_at_least_every_second_after_a_failed_connection() -> None:
+    attempt = Reconnecting(timeout=300)
+    delays = []
+    for now in range(8):
+        attempt.update_delay(float(now))
+        delays.append(attempt.delay)
+    assert 0.09 <= delays[0] <= 0.11 and delays[1:4] == pytest.approx([delays[0] * 2 ** k for k in (1, 2, 3)])
+    assert delays[4:] == [RECONNECT_MOST] * 4
+    assert isinstance(create_pool("postgresql://root@127.0.0.1:1/none"), GnomonPool)
