@@ -152,8 +152,9 @@ GROUP BY 1, 2 HAVING count(*) > 1"""
 FINISHED_WITHOUT_RUNS: Final = """
 SELECT id::text AS id, state, attempt FROM jobs j
 WHERE state IN ('succeeded', 'failed') AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.job_id = j.id)"""
-RUNS: Final = "SELECT r.job_id::text AS job_id, r.attempt, r.worker_id, r.outcome, j.task, j.state, " \
-              "j.attempt AS job_attempt FROM runs r JOIN jobs j ON j.id = r.job_id ORDER BY r.job_id, r.id"
+RUNS: Final = "SELECT r.job_id::text AS job_id, r.attempt, r.worker_id, r.outcome, r.started_at, r.finished_at, " \
+              "j.task, j.state, j.attempt AS job_attempt FROM runs r JOIN jobs j ON j.id = r.job_id " \
+              "ORDER BY r.job_id, r.id"
 
 
 def fuzz_api(base_url: str, token: str, har: Path, examples: int, seed: int, timeout: float) -> str:
