@@ -235,17 +235,29 @@ async def test_flow_statements_read_what_they_handle_not_what_waits(pg_url: str,
         ("gated claim", flow_sql.CLAIM_GATED, {"ids": some, "now": now(), "worker": "w", "limited": ["p"],
                                                "expires_at": now()}, 64 * 3),
     ]
+    read, _ = await rows_read(pg_url, statements, generic)
+    assert all(rows <= 5 * handled + 50 for rows, handled in read.values()), read
+
+
+Statement = tuple[str, Any, dict[str, Any], int]  # name, statement, parameters, rows it handles
+
+
+async def rows_read(pg_url: str, statements: list[Statement], generic: bool,
+                    ) -> tuple[dict[str, tuple[int, int]], dict[str, list[Any]]]:
+    """Run each statement once (rolled back) on freshly analysed statistics, with auto_explain on: per statement,
+    the rows its plans read beside the rows it handles, and the rows it returned."""
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute("ANALYZE jobs")
         await _explaining(conn, generic)
         plans = Plans()
         conn.add_notice_handler(plans)
-        read = {}
+        read, returned = {}, {}
         for name, query, params, handled in statements:
             async with conn.transaction(force_rollback=True):
-                await conn.execute(query, params)
+                cur = await conn.execute(query, params)
+                returned[name] = await cur.fetchall() if cur.description else []
             found = plans.take()  # some notices come in with the next reply: read them after the rollback
             assert found, f"no plan of {name}"
             read[name] = (sum(_read(plan) for plan in found), handled)
     print(f"\nrows read, rows handled: {read}")
-    assert all(rows <= 5 * handled + 50 for rows, handled in read.values()), read
+    return read, returned

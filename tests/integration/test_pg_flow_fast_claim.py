@@ -23,7 +23,7 @@ from adapters.postgres.pool import Pool, create_pool, open_pool
 from adapters.postgres.queue_settings import PgQueueSettingsRepository
 from domain.flow import QueueSettings
 from tests.contracts.repositories import make_job
-from tests.integration.test_pg_flow import Plans, _explaining, _read
+from tests.integration.test_pg_flow import rows_read
 
 CONNECTIONS = 16
 
@@ -188,18 +188,6 @@ async def test_the_fast_claim_and_an_idle_wake_read_what_they_handle_not_the_bac
         ("idle wake", flow_sql.WAKE, {"now": now(), "keys": ["k1", "k2"], "queues": ["capped"], "limit": 100,
                                       "held_before": None}, 3),
     ]
-    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
-        await conn.execute("ANALYZE jobs")
-        await _explaining(conn, generic)
-        plans = Plans()
-        conn.add_notice_handler(plans)
-        read = {}
-        for name, query, params, handled in statements:
-            async with conn.transaction(force_rollback=True):
-                started = await (await conn.execute(query, params)).fetchall()
-                assert name != "fast claim" or len(started) == 64
-            found = plans.take()
-            assert found, f"no plan of {name}"
-            read[name] = (sum(_read(plan) for plan in found), handled)
-    print(f"\nrows read, rows handled: {read}")
+    read, returned = await rows_read(pg_url, statements, generic)
+    assert len(returned["fast claim"]) == 64
     assert all(rows <= 5 * handled + 50 for rows, handled in read.values()), read
