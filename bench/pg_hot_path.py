@@ -15,29 +15,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import statistics
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from adapters.postgres.job_repository import PgJobRepository
-from adapters.postgres.migrate import migrate
 from adapters.postgres.pool import create_pool, open_pool
 from application.ports import Finished
+from bench.databases import copy_of, migrated_template
 from domain.job import Job, JobSpec
 
-BASE = os.environ.get("GNOMON_BENCH_DATABASE_URL", "postgresql://root@127.0.0.1:5432/postgres")
 TICK = os.sysconf("SC_CLK_TCK")
 PHASES = ("copy", "claim", "finish")
-
-
-def admin(statement: str, name: str) -> None:
-    with psycopg.connect(BASE, autocommit=True) as conn:
-        conn.execute(sql.SQL(statement).format(sql.Identifier(name)))
 
 
 def cpu_of(pid: int) -> float:
@@ -104,26 +96,17 @@ def main() -> None:
     parser.add_argument("--claim", type=int, default=64)
     parser.add_argument("--finish", type=int, default=200)
     args = parser.parse_args()
-    template = f"gnomon_benchp_{secrets.token_hex(4)}"
-    admin("CREATE DATABASE {}", template)
-    try:
-        asyncio.run(migrate(BASE.rsplit("/", 1)[0] + "/" + template))
+    with migrated_template("gnomon_benchp") as template:
         totals = []
         for _ in range(args.reps):
-            name = f"gnomon_benchp_{secrets.token_hex(4)}"
-            admin(f"CREATE DATABASE {{}} TEMPLATE {template}", name)
-            try:
-                meter = asyncio.run(one_run(BASE.rsplit("/", 1)[0] + "/" + name, args.jobs, args.claim, args.finish))
-            finally:
-                admin("DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+            with copy_of(template) as url:
+                meter = asyncio.run(one_run(url, args.jobs, args.claim, args.finish))
             per = {p: meter.cpu[p] / args.jobs * 1e6 for p in PHASES}
             totals.append(sum(per.values()))
             print("PostgreSQL backend CPU us/job " + ", ".join(f"{p} {v:.1f}" for p, v in per.items())
                   + f"; total {totals[-1]:.1f}; WAL B/job " + ", ".join(
                       f"{p} {meter.wal[p] / args.jobs:.0f}" for p in PHASES), flush=True)
         print(f"median total {statistics.median(totals):.1f} us/job")
-    finally:
-        admin("DROP DATABASE IF EXISTS {} WITH (FORCE)", template)
 
 
 if __name__ == "__main__":

@@ -13,26 +13,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
 import statistics
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
 from adapters.memory.clock import SystemClock
 from adapters.memory.dispatcher import InMemoryDispatcher
 from adapters.postgres.job_repository import PgJobRepository
-from adapters.postgres.migrate import migrate
 from adapters.postgres.pool import create_pool, open_pool
 from application.worker import Worker, WorkerSettings
+from bench.databases import copy_of, migrated_template
 from domain.job import Job, JobSpec
-
-BASE = os.environ.get("GNOMON_BENCH_DATABASE_URL", "postgresql://root@127.0.0.1:5432/postgres")
 
 
 async def noop(payload: dict[str, Any], ctx: Any) -> None:
@@ -45,11 +38,6 @@ class Tasks:
 
     def names(self) -> frozenset[str]:
         return frozenset({"noop"})
-
-
-def admin(statement: str, name: str) -> None:
-    with psycopg.connect(BASE, autocommit=True) as conn:
-        conn.execute(sql.SQL(statement).format(sql.Identifier(name)))
 
 
 class Counted(PgJobRepository):
@@ -101,25 +89,16 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
-    template = f"gnomon_benchw_{secrets.token_hex(4)}"
-    admin("CREATE DATABASE {}", template)
-    try:
-        asyncio.run(migrate(BASE.rsplit("/", 1)[0] + "/" + template))
+    with migrated_template("gnomon_benchw") as template:
         cpus, rates = [], []
         for _ in range(args.reps):
-            name = f"gnomon_benchw_{secrets.token_hex(4)}"
-            admin(f"CREATE DATABASE {{}} TEMPLATE {template}", name)
-            try:
-                cpu, wall = asyncio.run(one_run(BASE.rsplit("/", 1)[0] + "/" + name, args.jobs, args.concurrency))
-            finally:
-                admin("DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+            with copy_of(template) as url:
+                cpu, wall = asyncio.run(one_run(url, args.jobs, args.concurrency))
             cpus.append(cpu / args.jobs * 1e6)
             rates.append(args.jobs / wall)
             batches = ", ".join(f"{args.jobs / c:.0f} jobs per {what}" for what, c in Counted.calls.items() if c)
             print(f"worker CPU {cpus[-1]:.1f} us/job, {rates[-1]:,.0f} jobs/s ({batches})", flush=True)
         print(f"median: worker CPU {statistics.median(cpus):.1f} us/job, {statistics.median(rates):,.0f} jobs/s")
-    finally:
-        admin("DROP DATABASE IF EXISTS {} WITH (FORCE)", template)
 
 
 if __name__ == "__main__":
