@@ -14,12 +14,14 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 import pytest_asyncio
+import redis
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from redis.asyncio import Redis
 
 from adapters.postgres.migrate import migrate
 from tests.integration.cluster import Cluster
+from tests.integration.stack import new_prefix, run_prefix
 
 DEFAULT_URL = "postgresql://root@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"  # DBs 8-15 belong to the benchmark harness
@@ -91,6 +93,21 @@ def empty_pg_url() -> Iterator[str]:
         drop_database(name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def sweep_redis_keys() -> Iterator[None]:
+    """At the end of the session, delete every key this pytest process left in the test Redis database (queues
+    that a test's stack never drained, scripts' keys...): the database is shared, so only keys under this
+    process's own prefixes (`run_prefix()`), never another run's."""
+    yield
+    client = redis.Redis.from_url(os.environ.get("GNOMON_TEST_REDIS_URL", DEFAULT_REDIS_URL))
+    try:
+        keys = list(client.scan_iter(match=f"*{run_prefix()}*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start:start + 1000])
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def redis_url() -> str:
     """URL of the test Redis (DB 0-7 only); tests isolate themselves with a random key prefix."""
@@ -123,7 +140,7 @@ async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
 @pytest_asyncio.fixture
 async def redis_prefix(redis_client: Redis) -> AsyncIterator[str]:
     """A GNOMON_REDIS_PREFIX of this test alone; its keys are deleted afterwards."""
-    name = f"gnomon-test-{secrets.token_hex(8)}"
+    name = new_prefix()
     yield name
     keys = [key async for key in redis_client.scan_iter(match=f"{{{name}:*", count=1000)]
     keys += [key async for key in redis_client.scan_iter(match=f"{name}:*", count=1000)]

@@ -20,6 +20,7 @@ import redis
 from tests.integration.cluster import free_port
 from tests.integration.conftest import DEFAULT_REDIS_URL, create_database, drop_database, throwaway_name
 from tests.integration.processes import GnomonProcess, gnomon, gnomon_env
+from tests.integration.stack import new_prefix
 
 TOKEN = "e2e-" + secrets.token_hex(8)
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -124,7 +125,7 @@ def running_stack(database_url: str, redis_url: str, *args: str,
                   **settings: object) -> Iterator[tuple[GnomonProcess, Api]]:
     """`gnomon stack <args>` on the test's database and a fresh Redis prefix; ready when it says so and /readyz
     answers. At the end it gets SIGTERM and must exit 0 after its children drained."""
-    prefix = f"gnomon-e2e-{secrets.token_hex(4)}"
+    prefix = new_prefix()
     port = free_port()
     env = gnomon_env(database_url, redis_url, prefix=prefix, api_tokens=TOKEN, port=port, **settings)
     api = Api(f"http://127.0.0.1:{port}")

@@ -31,9 +31,18 @@ QUICK_RETRY = Backoff(base_seconds=0.1, factor=1, max_seconds=0.1, jitter=False)
 SAMPLE_TASKS = "tests.integration.sample_tasks"
 
 
+RUN = secrets.token_hex(3)  # one per pytest process: its keys are swept at the end (conftest.py)
+
+
 def new_prefix() -> str:
-    """A Redis key prefix of one test: tests sharing a Redis database never see each other's keys."""
-    return f"gnomon-test-{secrets.token_hex(6)}"
+    """A Redis key prefix of one test: tests sharing a Redis database never see each other's keys; all of this
+    pytest process's prefixes start with `run_prefix()`."""
+    return f"{run_prefix()}{secrets.token_hex(6)}"
+
+
+def run_prefix() -> str:
+    """What every key prefix of this pytest process starts with (and no other process's does)."""
+    return f"gnomon-test-{RUN}-"
 
 
 def sample_tasks(*names: str) -> str:
