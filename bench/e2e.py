@@ -6,7 +6,8 @@ max_per_second far above what the stack reaches, and the S1 jobs carry concurren
 limits no key reaches; compare its S1 figure with a run without the flag (bench/README.md, "Flow control").
 `--limits keys,running,rate` picks which (all by default).
 
-    python -m bench.e2e [--jobs 20000] [--concurrency 64] [--peers huey dramatiq] [--rss-jobs 200000] [--limits]
+    python -m bench.e2e [--jobs 20000] [--concurrency 64] [--peers huey dramatiq [--rounds 3]] [--rss-jobs 200000]
+                        [--limits]
 """
 
 from __future__ import annotations
@@ -215,19 +216,8 @@ def peers(names: list[str]) -> list[dict]:
     return [json.loads(line) for line in lines]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--peers", nargs="*", default=[])
-    parser.add_argument("--rss-jobs", type=int, default=0)
-    parser.add_argument("--skip-s2", action="store_true")
-    parser.add_argument("--limits", nargs="?", const=",".join(LIMITS), default="",
-                        help="flow control configured, not binding (issue 7): any of keys,running,rate (default all)")
-    parser.add_argument("--keys", type=int, default=64, help="concurrency keys of the S1 jobs with --limits")
-    args = parser.parse_args()
+def gnomon_round(args: argparse.Namespace, kinds: set[str]) -> dict:
+    """One run of gnomon's scenarios on a fresh database and stack."""
     name, url = create_database()
     results: dict = {}
     try:
@@ -235,9 +225,6 @@ def main() -> None:
             procs = start_stack(stack, url, args.port, args.concurrency, args.workers)
             client = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120,
                                                       headers={"Authorization": f"Bearer {TOKEN}"}))
-            kinds = {kind for kind in args.limits.split(",") if kind}
-            if kinds - set(LIMITS):
-                parser.error(f"--limits takes {','.join(LIMITS)}")
             limit_queue(client, kinds)
             submit(client, [{"task": "noop"} for _ in range(200)])  # warm-up
             time.sleep(2)
@@ -255,12 +242,56 @@ def main() -> None:
                 print("gnomon RSS", results["rss"], flush=True)
     finally:
         drop_database(name)
-    for rec in peers(args.peers):
+    return results
+
+
+def print_peers(records: list[dict]) -> None:
+    for rec in records:
         if rec.get("scenario") == "S1":
-            print(f"peer S1 {rec['peer']}: enqueue {rec['enqueue_rate']}/s, end-to-end {rec['e2e_rate']}/s")
+            print(f"peer S1 {rec['peer']}: enqueue {rec['enqueue_rate']}/s, end-to-end {rec['e2e_rate']}/s",
+                  flush=True)
         else:
-            print(f"peer S2 {rec['peer']}: spread {rec.get('spread')}, burst {rec.get('burst')}")
-    print(json.dumps(results))
+            print(f"peer S2 {rec['peer']}: spread {rec.get('spread')}, burst {rec.get('burst')}", flush=True)
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--peers", nargs="*", default=[])
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="gnomon, then the peers, this many times in turn (each round's ratio is printed)")
+    parser.add_argument("--rss-jobs", type=int, default=0)
+    parser.add_argument("--skip-s2", action="store_true")
+    parser.add_argument("--limits", nargs="?", const=",".join(LIMITS), default="",
+                        help="flow control configured, not binding (issue 7): any of keys,running,rate (default all)")
+    parser.add_argument("--keys", type=int, default=64, help="concurrency keys of the S1 jobs with --limits")
+    args = parser.parse_args()
+    kinds = {kind for kind in args.limits.split(",") if kind}
+    if kinds - set(LIMITS):
+        parser.error(f"--limits takes {','.join(LIMITS)}")
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        print(f"round {number}: load average {load_average()}", flush=True)
+        results = gnomon_round(args, kinds)
+        records = peers(args.peers)
+        print_peers(records)
+        print(json.dumps(results), flush=True)
+        rates = {rec["peer"]: rec["e2e_rate"] for rec in records if rec.get("scenario") == "S1"}
+        fastest = max(rates.items(), key=lambda item: item[1], default=None)
+        rounds.append((results["s1"]["e2e_rate"], fastest, load_average()))
+    if args.peers:
+        print("\nround  gnomon jobs/s  fastest peer (jobs/s)  ratio  load average after")
+        for number, (rate, fastest, load) in enumerate(rounds, 1):
+            ratio = f"{rate / fastest[1]:.2f}x" if fastest else "-"
+            peer = f"{fastest[0]} {fastest[1]}" if fastest else "-"
+            print(f"{number:>5}  {rate:>13}  {peer:>21}  {ratio:>5}  {load}")
 
 
 if __name__ == "__main__":
