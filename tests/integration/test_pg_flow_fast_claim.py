@@ -1,8 +1,9 @@
-"""The fast claim of V006 (docs/design.md, "The claim, hard and cheap"): far below its max_running, a claim of the
-queue takes its lock shared (plus one stripe of it), so claims and finishes of the queue do not wait for it; near the
-limit the claim takes the lock exclusively and counts, as before. Whatever the path, the queue never has more than
-max_running jobs running. A claim that waits for a lock here fails at once (lock_timeout): the tests tell "waits" from
-"does not wait" without timing anything."""
+"""The fast claims of V006 and V011 (docs/design.md, "The claim, hard and cheap"): far below its max_running, a claim
+of the queue takes its lock shared (plus one stripe of it), so claims and finishes of the queue do not wait for it;
+near the limit the claim takes the lock exclusively and counts, as before. Whatever the path, the queue never has
+more than max_running jobs running. Keys likewise (V011): far below their limits, shared plus one key stripe. A
+claim that waits for a lock here fails at once (lock_timeout): the tests tell "waits" from "does not wait" without
+timing anything."""
 
 from __future__ import annotations
 
@@ -102,7 +103,8 @@ async def test_a_batch_bigger_than_a_stripe_share_takes_the_exact_path(pool: Poo
         await second.close()
 
 
-async def test_a_keyed_batch_takes_the_exact_path_even_far_below_the_limit(pool: Pool, pg_url: str) -> None:
+async def test_a_keyed_batch_of_a_small_key_limit_takes_the_exact_path_even_far_below_max_running(
+        pool: Pool, pg_url: str) -> None:
     ids = await queue_of(pool, 8, max_running=1000)
     keyed = [make_job(now(), queue="capped", concurrency_key="tenant", concurrency_limit=10) for _ in range(2)]
     await PgJobRepository(pool).add(keyed)
@@ -110,7 +112,7 @@ async def test_a_keyed_batch_takes_the_exact_path_even_far_below_the_limit(pool:
     try:
         claimed = await (await first.execute(flow_sql.CLAIM_GATED,
                                              claim_params([uuid.UUID(j.id) for j in keyed]))).fetchall()
-        assert len(claimed) == 2  # V007: keys lock exclusively anyway, so the queue is locked exclusively too
+        assert len(claimed) == 2  # a key limit of 10 < 8 x 8 (V011): the exact path, the queue locked exclusively too
         with pytest.raises(psycopg.errors.LockNotAvailable):
             await second.execute(flow_sql.CLAIM_GATED, claim_params(ids[:4]))
     finally:
@@ -191,3 +193,190 @@ async def test_the_fast_claim_and_an_idle_wake_read_what_they_handle_not_the_bac
     read, returned = await rows_read(pg_url, statements, generic)
     assert len(returned["fast claim"]) == 64
     assert all(rows <= 5 * handled + 50 for rows, handled in read.values()), read
+
+
+# Keyed batches (V011): far below their keys' limits (running + 8 stripes x 8 <= the smallest limit among a key's
+# candidates, at most 8 candidates a key), a claim locks its keys shared plus one key stripe and starts its batch;
+# otherwise it takes the exact path, its keys locked exclusively.
+
+RUN = ("UPDATE jobs SET state = 'running', attempt = 1, version = version + 1, started_at = %(now)s,"
+       " lease_worker = 'w', lease_token = version + 1, lease_expires_at = %(expires)s WHERE id = ANY(%(ids)s)")
+
+
+async def keyed(pool: Pool, key: str, limits: list[int], queue: str = "default",
+                priorities: list[int] | None = None) -> list[uuid.UUID]:
+    made = [make_job(now(), queue=queue, concurrency_key=key, concurrency_limit=limit,
+                     priority=(priorities or [0] * len(limits))[i]) for i, limit in enumerate(limits)]
+    await PgJobRepository(pool).add(made)
+    return [uuid.UUID(j.id) for j in made]
+
+
+async def run_directly(pg_url: str, ids: list[uuid.UUID], expires: datetime) -> None:
+    """Mark jobs running under a lease until `expires`, with no claim (no lock, no count): the backdrop of a test."""
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(RUN, {"ids": ids, "now": now(), "expires": expires})
+
+
+def wake_params(keys: list[str], queues: list[str] | None = None) -> dict[str, Any]:
+    return {"now": now(), "keys": keys, "queues": queues or [], "limit": 100, "held_before": None}
+
+
+@pytest.mark.parametrize("max_running", [None, 1000], ids=["queue unlimited", "queue limited"])
+async def test_far_below_their_limits_a_keyed_claim_in_progress_blocks_neither_claims_nor_finishes_of_its_keys(
+        pool: Pool, pg_url: str, max_running: int | None) -> None:
+    if max_running is not None:
+        await PgQueueSettingsRepository(pool).upsert(QueueSettings(queue="default", max_running=max_running,
+                                                                   updated_at=now()))
+    a, b = await keyed(pool, "a", [100] * 6), await keyed(pool, "b", [64, 1000, 70, 64, 64, 64])
+    await run_directly(pg_url, a[4:], now() + timedelta(minutes=5))  # a: 2 running, 2 + 64 <= 100
+    first, second, waker = await session(pg_url), await session(pg_url), await session(pg_url)
+    try:
+        started = await (await first.execute(flow_sql.CLAIM_GATED, claim_params(a[:2] + b[:2], "default")))\
+            .fetchall()
+        assert len(started) == 4  # and `first` keeps its transaction, with its locks, open
+        also = await (await second.execute(flow_sql.CLAIM_GATED, claim_params(a[2:4] + b[2:4], "default")))\
+            .fetchall()
+        assert len(also) == 4  # V007 waited here for the keys' exclusive locks
+        queues = ["default"] if max_running else []
+        assert await (await waker.execute(flow_sql.WAKE, wake_params(["a", "b"], queues))).fetchall() == []
+    finally:
+        for conn in (first, second, waker):
+            await conn.close()
+
+
+@pytest.mark.parametrize(("limits", "running"), [
+    ([63, 63], 0),  # a limit under 8 stripes x 8: never fast
+    ([100, 100], 37),  # 37 + 64 > 100
+    ([1000, 10], 0),  # mixed limits: the smallest limit among the key's candidates decides
+], ids=["small limit", "near the limit", "mixed limits"])
+async def test_near_a_keys_limit_the_claim_excludes_the_other_claims_and_the_finishes_of_the_key(
+        pool: Pool, pg_url: str, limits: list[int], running: int) -> None:
+    ids = await keyed(pool, "k", limits + [limits[0]] * (running + 2))
+    await run_directly(pg_url, ids[len(limits):len(limits) + running], now() + timedelta(minutes=5))
+    first, second, waker = await session(pg_url), await session(pg_url), await session(pg_url)
+    try:
+        assert len(await (await first.execute(flow_sql.CLAIM_GATED, claim_params(ids[:len(limits)], "default")))
+                   .fetchall()) == len(limits)
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            await second.execute(flow_sql.CLAIM_GATED, claim_params(ids[-2:], "default"))
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            await waker.execute(flow_sql.WAKE, wake_params(["k"]))
+    finally:
+        for conn in (first, second, waker):
+            await conn.close()
+
+
+async def test_a_keyed_batch_with_more_than_eight_jobs_of_a_key_takes_the_exact_path(pool: Pool, pg_url: str) -> None:
+    ids = await keyed(pool, "k", [100_000] * 11)
+    first, waker = await session(pg_url), await session(pg_url)
+    try:
+        assert len(await (await first.execute(flow_sql.CLAIM_GATED, claim_params(ids[:9], "default")))
+                   .fetchall()) == 9
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            await waker.execute(flow_sql.WAKE, wake_params(["k"]))
+    finally:
+        await first.close()
+        await waker.close()
+
+
+async def test_near_the_limit_the_exact_path_starts_the_first_jobs_in_start_order_and_holds_the_rest(
+        pool: Pool, pg_url: str) -> None:
+    ids = await keyed(pool, "k", [64] * 68, priorities=[0] * 60 + [1, 5, 3, 9, 2, 7, 4, 8])
+    jobs = PgJobRepository(pool)
+    for i in range(0, 60, 6):  # the first batch far below (fast), then the exact path: 60 running
+        assert len(await jobs.claim([str(j) for j in ids[i:i + 6]], worker_id="w", now=now(),
+                                    lease_seconds=300)) == 6
+    started = await jobs.claim([str(j) for j in ids[60:]], worker_id="w", now=now(), lease_seconds=300)
+    assert sorted(j.priority for j in started) == [5, 7, 8, 9]  # the key had 4 slots left
+    async with await psycopg.AsyncConnection.connect(pg_url, row_factory=dict_row) as conn:
+        rows = await (await conn.execute("SELECT priority, state, held_for FROM jobs WHERE priority > 0")).fetchall()
+    assert {row["priority"]: (row["state"], row["held_for"]) for row in rows} == {
+        9: ("running", None), 8: ("running", None), 7: ("running", None), 5: ("running", None),
+        4: ("queued", "key"), 3: ("queued", "key"), 2: ("queued", "key"), 1: ("queued", "key")}
+
+
+async def test_a_lost_workers_slot_of_a_key_frees_when_its_lease_expires_on_the_fast_path(pool: Pool,
+                                                                                         pg_url: str) -> None:
+    ids = await keyed(pool, "k", [70] * 44)
+    await run_directly(pg_url, ids[:40], now() - timedelta(seconds=1))  # 40 expired leases, never rescued
+    first, waker = await session(pg_url), await session(pg_url)
+    try:  # 40 + 64 > 70: fast only because the expired leases count for nothing
+        assert len(await (await first.execute(flow_sql.CLAIM_GATED, claim_params(ids[40:], "default")))
+                   .fetchall()) == 4
+        assert await (await waker.execute(flow_sql.WAKE, wake_params(["k"]))).fetchall() == []
+    finally:
+        await first.close()
+        await waker.close()
+
+
+RACE_KEYS = {"far": [100_000], "mid": [150], "near": [70], "small": [5], "mixed": [64, 90, 300, 2000],
+             "mixed-small": [3, 500]}
+
+
+@pytest.mark.parametrize("max_running", [None, 100_000, 200], ids=["queue unlimited", "queue far", "queue near"])
+async def test_keyed_claims_racing_from_many_connections_never_start_a_job_beyond_its_limit(
+        pool: Pool, pg_url: str, max_running: int | None) -> None:
+    """16 connections claim random batches of 1 to 24 jobs of six keys, nothing finishes: keys far from, near and
+    under the fast path's threshold, and keys whose jobs carry different limits. The exact path, run one claim at a
+    time in any order, starts a job only while fewer than its own limit of its key run; with nothing finishing, such
+    an order exists if and only if, sorted by limit, the i-th running job of a key has a limit of at least i. With one
+    limit per key: exactly the limit runs, the rest is held for the key."""
+    queue = "race"
+    limited: tuple[str, ...] = ()
+    if max_running is not None:
+        await PgQueueSettingsRepository(pool).upsert(QueueSettings(queue=queue, max_running=max_running,
+                                                                   updated_at=now()))
+        limited = (queue,)
+    ids: list[str] = []
+    for key, limits in RACE_KEYS.items():
+        count = 400 if key != "far" else 600
+        ids += [str(i) for i in await keyed(pool, key, [random.choice(limits) for _ in range(count)], queue=queue)]
+    random.shuffle(ids)
+    pools = [create_pool(pg_url, max_size=1) for _ in range(CONNECTIONS)]
+    for made in pools:
+        await open_pool(made)
+
+    async def claimer(repo: PgJobRepository) -> None:
+        while ids:
+            batch = [ids.pop() for _ in range(min(len(ids), random.randint(1, 24)))]
+            await repo.claim(batch, worker_id="w", now=now(), lease_seconds=300, limited=limited)
+
+    try:
+        await asyncio.gather(*(claimer(PgJobRepository(made)) for made in pools))
+    finally:
+        for made in pools:
+            await made.close()
+    async with await psycopg.AsyncConnection.connect(pg_url, row_factory=dict_row) as conn:
+        rows = await (await conn.execute("SELECT concurrency_key AS key, concurrency_limit AS lim, state, held_for"
+                                         " FROM jobs WHERE queue = %s", [queue])).fetchall()
+    running = {key: sorted(r["lim"] for r in rows if r["key"] == key and r["state"] == "running") for key in RACE_KEYS}
+    assert all(lim >= i for limits in running.values() for i, lim in enumerate(limits, 1)), running
+    assert {r["state"] for r in rows} == {"running", "queued"}
+    assert all(r["held_for"] is not None for r in rows if r["state"] == "queued")  # every job was decided
+    total = sum(len(limits) for limits in running.values())
+    if max_running is not None:
+        assert total <= max_running
+    if max_running != 200:  # the queue does not bind: each key with one limit runs exactly that limit
+        assert {key: len(running[key]) for key in ("far", "mid", "near", "small")} == {
+            "far": 600, "mid": 150, "near": 70, "small": 5}
+    else:
+        assert total == 200
+
+
+async def test_a_fast_keyed_claim_reads_its_keys_running_jobs_not_the_others(pg_url: str) -> None:
+    """With 20,000 jobs queued and 600 of another key running, a fast claim of 8 jobs of a key with 10 running reads
+    about its 8 jobs and the 10 it counts."""
+    pool = create_pool(pg_url, max_size=1)
+    await open_pool(pool)
+    try:
+        await PgJobRepository(pool).add([make_job(now()) for _ in range(20_000)])
+        big = await keyed(pool, "big", [100_000] * 600)
+        mine = await keyed(pool, "mine", [100_000] * 18)
+    finally:
+        await pool.close()
+    await run_directly(pg_url, big + mine[:10], now() + timedelta(minutes=5))
+    for generic in (False, True):
+        statements = [("fast keyed claim", flow_sql.CLAIM_GATED, claim_params(mine[10:], "default"), 8 + 10)]
+        read, returned = await rows_read(pg_url, statements, generic)
+        assert len(returned["fast keyed claim"]) == 8
+        assert all(rows <= 5 * handled + 50 for rows, handled in read.values()), read
