@@ -31,10 +31,10 @@ def in_flight(job: Job) -> bool:
 
 
 async def claim_gated(conn: Connection, ids: str, params: dict[str, Any], limited: Collection[str]) -> list[Job]:
-    """Lock the keys and limiting queues of the queued jobs among `ids`, then start those within their limits and
-    hold the others, in one statement (gnomon_claim_gated, V005 and V006: a queue far below its max_running is
-    locked shared, near it exclusively). It handles any job, limited or not. `ids`: uuid text as an array literal
-    (rows.uuid_array); `params` are the claim's (worker, now, expires_at)."""
+    """Lock the keys and limiting queues of the queued jobs among `ids`, then start those within their limits and hold
+    the others, in one statement (gnomon_claim_gated, V005, V006 and V011: a queue far below its max_running, and
+    keys far below their limits, are locked shared, near them exclusively). It handles any job, limited or not.
+    `ids`: uuid text as an array literal (rows.uuid_array); `params` are the claim's (worker, now, expires_at)."""
     params = {**params, "ids": ids, "limited": sorted(limited)}
     return [_job_from_row(r) for r in await (await conn.execute(flow_sql.CLAIM_GATED, params)).fetchall()]
 

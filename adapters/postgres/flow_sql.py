@@ -6,14 +6,15 @@ only serializes a little more). Those who may HOLD jobs (the claim, dispatch gat
 take it exclusively; those who WAKE held jobs because they free a slot (finish, cancel, rescue, the sweep) take it
 shared, so wakers never wait for each other. A claim of a queue far below its max_running takes the queue's lock
 shared too, plus one of the queue's 8 stripe locks (V006): it holds no job for its queue, and the stripes bound how
-many such claims decide at once (docs/design.md, "The claim, hard and cheap"). Each takes its locks before the
-statements that count and decide: under READ COMMITTED a statement sees what was committed when it began, so a
-decision taken after the lock sees every decision taken before it - a holder sees the slot a waker freed, a waker
-sees the job a holder held. The claim and the wake do it inside a VOLATILE PL/pgSQL function (V005), whose
-statements each take a fresh snapshot: one statement for the client, which is what a statement costs most. Locks are
-taken in one order (sorted ids), so two transactions never deadlock on them. A waker may write the rows it frees
-before it locks (a finish's rows are running: no holder touches them); a cancel locks first (the job it cancels may
-be a claim's).
+many such claims decide at once (docs/design.md, "The claim, hard and cheap"). A claim of keys far below their
+limits likewise takes their locks shared, plus one of 8 key stripes (V011): it holds no job either. Each takes its
+locks before the statements that count and decide: under READ COMMITTED a statement sees what was committed when it
+began, so a decision taken after the lock sees every decision taken before it - a holder sees the slot a waker
+freed, a waker sees the job a holder held. The claim and the wake do it inside a VOLATILE PL/pgSQL function (V005),
+whose statements each take a fresh snapshot: one statement for the client, which is what a statement costs most.
+Locks are taken in one order (sorted ids), so two transactions never deadlock on them. A waker may write the rows it
+frees before it locks (a finish's rows are running: no holder touches them); a cancel locks first (the job it
+cancels may be a claim's).
 """
 
 from __future__ import annotations
