@@ -35,8 +35,10 @@ def durable_commits(url: str) -> None:
     commits of its last moments although their clients heard them succeed: a worker's outcome batch acknowledged
     2 ms before the crash vanished, its jobs stayed `running` under a lease that nobody renewed (the worker had
     moved on), and the scheduler rescued them as `lost`. Without it, test_faults.py's crash of a writer lost 29-62
-    of its 500-607 acknowledged commits in each of 5 tries; with it, none. fsync stays off: a crash of the server,
-    not of the machine, leaves what was written in the kernel's cache."""
+    of its 500-607 acknowledged commits in each of 5 tries; with it, none. It is also the only setting gnomon
+    supports: a claim lost that way would hand its fencing token out again (docs/design.md, "Commits stay
+    synchronous"). fsync stays off: a crash of the server, not of the machine, leaves what was written in the
+    kernel's cache."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET synchronous_commit = on")  # this very change is durable at once
         row = conn.execute("SELECT current_database()").fetchone()
