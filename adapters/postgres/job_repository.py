@@ -19,6 +19,7 @@ from adapters.postgres.rows import (
     _job_from_row,
     _run_from_row,
     as_uuid,
+    claimed_jobs,
     cursor_uuid,
     job_copy_rows,
     job_record,
@@ -131,7 +132,8 @@ class PgJobRepository:
         left = ids
         if not limited and not self._keyed:  # nothing to count, as far as we know: the one-statement claim first
             async with connection(self._pool) as conn:
-                claimed = [_job_from_row(row) for row in await (await conn.execute(sql.CLAIM, params)).fetchall()]
+                rows = await (await conn.cursor(row_factory=tuple_row).execute(sql.CLAIM, params)).fetchall()
+            claimed = claimed_jobs(rows, worker_id=worker_id, now=now, expires_at=params["expires_at"])
             # Ids left over: stale or duplicates (usually), or jobs flow control counts (keyed, held, limited queue).
             started = {job.id for job in claimed}
             left = [key for key in ids if key not in started]

@@ -111,6 +111,49 @@ def _job_from_row(row: Row) -> Job:
     )
 
 
+_BACKOFF_TEXTS: dict[str, Backoff] = {}
+
+
+def _backoff_of_text(text: str) -> Backoff:
+    """The backoff of a jsonb's text (jsonb prints equal values alike), each distinct text decoded once."""
+    found = _BACKOFF_TEXTS.get(text)
+    if found is None:
+        found = _backoff(json.loads(text))
+        if len(_BACKOFF_TEXTS) < 1024:
+            _BACKOFF_TEXTS[text] = found
+    return found
+
+
+def claimed_jobs(rows: Iterable[tuple[Any, ...]], *, worker_id: str, now: datetime,
+                 expires_at: datetime) -> list[Job]:
+    """The jobs sql.CLAIM started, from the columns it returns (tuples, in its RETURNING order) and what the claim
+    set itself: running, updated and started `now`, not finished, not held, under `worker_id`'s lease until
+    `expires_at` with the new version as its token; no concurrency key (the claim starts only jobs without one).
+    The claims of a batch mostly share a version, so they share a Lease (frozen) too."""
+    now, expires_at = now.astimezone(UTC), expires_at.astimezone(UTC)
+    leases: dict[int, Lease] = {}
+    jobs = []
+    for (job_id, task, payload, queue, priority, run_at, attempt, max_attempts, backoff, timeout_seconds,
+         idempotency_key, schedule_id, scheduled_for, concurrency_limit, result, last_error, created_at,
+         dispatched_at, version) in rows:
+        lease = leases.get(version)
+        if lease is None:
+            lease = leases[version] = Lease(worker_id=worker_id, token=version, expires_at=expires_at)
+        run_at = run_at.astimezone(UTC)
+        jobs.append(Job.stored(
+            id=job_id, task=task, payload=payload, queue=queue, priority=priority, run_at=run_at,
+            state=State.RUNNING, attempt=attempt, max_attempts=max_attempts, backoff=_backoff_of_text(backoff),
+            timeout_seconds=timeout_seconds, idempotency_key=idempotency_key, schedule_id=schedule_id,
+            scheduled_for=_utc(scheduled_for), concurrency_key=None, concurrency_limit=concurrency_limit,
+            result=result, last_error=last_error,
+            created_at=run_at if created_at is None else created_at.astimezone(UTC), updated_at=now,
+            started_at=now, finished_at=None,
+            dispatched_at=run_at if dispatched_at is None else dispatched_at.astimezone(UTC), lease=lease,
+            version=version, held_at=None, held_for=None,
+        ))
+    return jobs
+
+
 def job_record(job: Job) -> Row:
     lease = job.lease
     return {

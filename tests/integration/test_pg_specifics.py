@@ -100,6 +100,51 @@ async def test_concurrent_claims_start_each_job_once(open_pools: Open, jobs: PgJ
     assert all(j.attempt == 1 and j.lease is not None for j in claimed)
 
 
+async def test_a_claimed_job_carries_every_field_as_stored(jobs: PgJobRepository,
+                                                           schedules: PgScheduleRepository) -> None:
+    """The claim returns only the columns it did not set (sql.CLAIM) and fills in the rest: every field of every
+    claimed job, whatever was submitted (payload, queue, priority, attempts, backoff, timeout, keys, a schedule's
+    occurrence, a retried attempt's error, instants that differ), must equal the stored row, read in full."""
+    schedule = make_schedule()
+    await schedules.add(schedule)
+    backoff = Backoff(base_seconds=3.5, factor=3.0, max_seconds=99.0, jitter=False)
+    made = [
+        make_job(payload={"nested": {"list": [1, "two", None]}, "x": 1.5}, queue="other.q", priority=7,
+                 max_attempts=5, backoff=backoff, timeout_seconds=12.5, idempotency_key="once",
+                 concurrency_limit=4),
+        make_job(at(-5), run_at=at(-20)),  # created after it was due: created_at, run_at and dispatch all differ
+        Job.create(new_id(T0), JobSpec(task="fired", timeout_seconds=7.0), now=T0, schedule_id=schedule.id,
+                   scheduled_for=at(-60)),
+        make_job(run_at=at(1)),  # promoted: dispatched after it was created, at its run_at
+        make_job(max_attempts=3),  # fails once, retried: attempt 2, the first attempt's error, a later version
+    ]
+    await jobs.add(made)
+    await jobs.promote_due(at(1), 10)
+    [first] = await jobs.claim([made[4].id], worker_id="w0", now=at(1), lease_seconds=LEASE)
+    failed, run = first.fail(token=first.version, now=at(2), error="boom")
+    assert not (await jobs.finish([Finished(job=failed, run=run)], now=at(2))).refused
+    assert await jobs.promote_due(at(100), 10)
+
+    claimed = await jobs.claim([j.id for j in made], worker_id="w1", now=at(101), lease_seconds=LEASE)
+
+    assert [j.id for j in claimed] == [j.id for j in made]
+    for job in claimed:
+        assert job == await jobs.get(job.id)
+        assert job.lease is not None and job.lease.token == job.version and job.lease.worker_id == "w1"
+    special, late, fired, promoted, retried = claimed
+    assert (special.payload, special.queue, special.priority, special.max_attempts, special.backoff,
+            special.timeout_seconds, special.idempotency_key, special.concurrency_limit) == (
+        {"nested": {"list": [1, "two", None]}, "x": 1.5}, "other.q", 7, 5, backoff, 12.5, "once", 4)
+    assert (late.run_at, late.created_at, late.dispatched_at) == (at(-20), at(-5), at(-5))
+    assert (fired.schedule_id, fired.scheduled_for, fired.timeout_seconds) == (schedule.id, at(-60), 7.0)
+    assert (promoted.run_at, promoted.created_at, promoted.dispatched_at) == (at(1), T0, at(1))
+    assert (retried.attempt, retried.last_error, retried.version) == (2, "boom", first.version + 3)
+    assert all(j.attempt == 1 for j in claimed[:4])
+    assert retried.lease is not None and special.lease is not None and retried.lease != special.lease
+    # what the worker derives from them: when each attempt times out
+    assert [j.deadline() for j in claimed] == [at(101 + j.timeout_seconds) for j in made]
+
+
 async def test_claims_and_outcomes_touch_only_their_own_rows_whatever_the_statistics(
         jobs: PgJobRepository, pg_url: str) -> None:
     """With thousands queued or running and no statistics (a fresh table), a claim or finish of a few jobs
