@@ -8,9 +8,10 @@ timing anything."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -380,3 +381,45 @@ async def test_a_fast_keyed_claim_reads_its_keys_running_jobs_not_the_others(pg_
         read, returned = await rows_read(pg_url, statements, generic)
         assert len(returned["fast keyed claim"]) == 8
         assert all(rows <= 5 * handled + 50 for rows, handled in read.values()), read
+
+
+async def test_a_fast_keyed_claim_counts_its_keys_running_jobs_not_every_running_job(pg_url: str) -> None:
+    """64 keys with 2 jobs running and 50 finished each: a fast claim of one job of each key counts each key's running
+    rows through the key's index, 128 rows in all, where V011's count (the lease in the index condition) was planned
+    on jobs_running_lease and read every running job once per key (8,192 rows)."""
+    pool = create_pool(pg_url, max_size=1)
+    await open_pool(pool)
+    try:
+        await PgQueueSettingsRepository(pool).upsert(QueueSettings(queue="default", max_running=100_000,
+                                                                   updated_at=now()))
+        per_key = [await keyed(pool, f"tenant-{i}", [100_000] * 53) for i in range(64)]
+    finally:
+        await pool.close()
+    await run_directly(pg_url, [i for ids in per_key for i in ids[:52]], now() + timedelta(minutes=5))
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute("UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_worker = NULL,"
+                           " lease_token = NULL, lease_expires_at = NULL WHERE id = ANY(%(ids)s)",
+                           {"ids": [i for ids in per_key for i in ids[2:52]]})
+        await conn.execute("VACUUM ANALYZE jobs")
+        await conn.execute("LOAD 'auto_explain'")
+        for setting in ("auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
+                        "auto_explain.log_analyze = on", "auto_explain.log_timing = off",
+                        "auto_explain.log_format = json", "client_min_messages = log"):
+            await conn.execute("SET " + setting)
+        found: list[dict[str, Any]] = []
+        conn.add_notice_handler(lambda diag: found.append(json.loads(diag.message_primary.split("plan:", 1)[1]))
+                                if "plan:" in (diag.message_primary or "") else None)
+        async with conn.transaction(force_rollback=True):
+            started = await (await conn.execute(flow_sql.CLAIM_GATED, claim_params([ids[52] for ids in per_key],
+                                                                                   "default"))).fetchall()
+    assert len(started) == 64
+    [count] = [p["Plan"] for p in found if "r.concurrency_key = k.key" in p["Query Text"]]
+    scans = [node for node in walk(count) if node.get("Relation Name") == "jobs"]
+    read = sum((node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"] for node in scans)
+    assert read == 128, [(n.get("Index Name"), n["Actual Rows"], n.get("Rows Removed by Filter")) for n in scans]
+
+
+def walk(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from walk(child)
