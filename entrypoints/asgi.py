@@ -19,21 +19,38 @@ from entrypoints.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from litestar import Litestar
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("gnomon")
 
 
 def create() -> Litestar:
-    """The API app of this process, on the adapters the environment (or gnomon.toml) chooses."""
+    """The API app of this process, on the adapters the environment (or gnomon.toml) chooses; /metrics shows
+    this process's own figures."""
+    return _create(shared_metrics=False)
+
+
+def create_shared() -> Litestar:
+    """The same app for one process among several that share prometheus-client's multiprocess directory
+    (PROMETHEUS_MULTIPROC_DIR, empty and set in the environment before they start, as `gnomon api --workers N`
+    does): /metrics shows the sum over all of them, whichever answers."""
+    return _create(shared_metrics=True)
+
+
+def _create(*, shared_metrics: bool) -> Litestar:
     from adapters.http.app import create_app
+    from adapters.metrics.prometheus import MultiprocessRegistry
 
     settings = Settings.from_env()
     setup_logging("api", settings.log_format)
     if not settings.api_tokens:
         raise SettingsError("GNOMON_API_TOKENS must be set for the API (comma-separated bearer tokens)")
     runtime = build(settings)
+    # Shared: the use cases' metrics still register in the runtime's registry, but their values live in the
+    # directory's files, which the served registry reads for every process.
+    served: CollectorRegistry = MultiprocessRegistry() if shared_metrics else runtime.registry
     app = create_app(runtime.use_cases, tokens=settings.api_tokens, readiness=runtime.readiness,
-                     max_body_bytes=settings.max_body_bytes, registry=runtime.registry)
+                     max_body_bytes=settings.max_body_bytes, registry=served)
     app.on_startup.append(_starter(runtime))
     app.on_shutdown.append(runtime.stop)
     return app

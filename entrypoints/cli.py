@@ -116,12 +116,29 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _api_processes(args: argparse.Namespace, settings: Settings) -> int:
-    """uvicorn's own supervisor with N worker processes, each building the app from the environment."""
+    """uvicorn's own supervisor with N worker processes, each building the app from the environment.
+
+    Their metrics go through prometheus-client's multiprocess mode, so that /metrics reports the sum whichever
+    process answers: a directory made here for this run (empty, so a restart never adds the last run's counts),
+    named in the environment before the workers start (prometheus-client reads it when first imported), and
+    removed at exit. uvicorn replaces a worker that dies; the dead one's files stay, and so do its counts.
+    """
+    import shutil
+    import tempfile
+
     import uvicorn
 
+    from entrypoints.settings import export_variable
+
     export_flags(vars(args))  # the workers see only the environment
-    uvicorn.run("entrypoints.asgi:create", factory=True, host=settings.host, port=settings.port,
-                workers=args.workers, log_config=None, access_log=False, lifespan="on")
+    directory = tempfile.mkdtemp(prefix="gnomon-api-metrics-")
+    export_variable("PROMETHEUS_MULTIPROC_DIR", directory)  # replaces any inherited one: those files are not ours
+    logging.getLogger("gnomon").info("metrics of the API processes are summed in %s", directory)
+    try:
+        uvicorn.run("entrypoints.asgi:create_shared", factory=True, host=settings.host, port=settings.port,
+                    workers=args.workers, log_config=None, access_log=False, lifespan="on")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 

@@ -184,6 +184,12 @@ def export_flags(flags: Mapping[str, object | None]) -> None:
     os.environ.update(flag_environment(flags))
 
 
+def export_variable(name: str, value: str) -> None:
+    """Put one variable into this process's environment for its children, replacing any inherited value
+    (`gnomon api --workers N`: prometheus-client's PROMETHEUS_MULTIPROC_DIR, read by each worker process)."""
+    os.environ[name] = value
+
+
 DEFAULT_URL: Final = "http://127.0.0.1:8000"
 
 

@@ -4,8 +4,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -102,3 +106,69 @@ def _check_api(url: str) -> None:
     assert metric(requests, method="POST", route="/v1/jobs/batch", status="201")(samples) == 1
     assert (metric(requests, method="GET", route="/v1/jobs/{job_id}", status="200")(samples) or 0) >= 15
     assert any(name == "process_resident_memory_bytes" for name, _ in samples)
+
+
+
+def test_an_api_of_several_processes_reports_their_sum(pg_url: str, redis_url: str) -> None:
+    """`gnomon api --workers 2`: whichever process answers a scrape reports the jobs both took, and a process
+    that dies (uvicorn starts another) leaves its counts in the sum."""
+    prefix, port = new_prefix(), free_port()
+    env = gnomon_env(pg_url, redis_url, prefix=prefix, api_tokens=TOKEN, port=port)
+    submitted = metric("gnomon_jobs_submitted_total", queue="spread", task="noop")
+    posts = metric("gnomon_http_request_duration_seconds_count", method="POST", route="/v1/jobs", status="201")
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def both() -> tuple[float | None, float | None]:
+        samples = scrape(url)
+        return submitted(samples), posts(samples)
+
+    try:
+        with gnomon("api", "--workers", "2", env=env) as api:
+            try:
+                first, second = _api_pids(api, 2)
+                _submit_past(first, port, 7)  # taken by the second process
+                _submit_past(second, port, 5)  # by the first (or its replacement, if uvicorn lost patience)
+                assert [both() for _ in range(10)] == [(12, 12)] * 10  # a counter, a histogram
+                assert _family_names(url) == sorted(set(_family_names(url)))  # each family once
+                directory = _shared_directory(api)
+                assert directory.is_dir()
+                os.kill(first, signal.SIGKILL)
+                _api_pids(api, 3)  # uvicorn replaced the dead process
+                assert [both() for _ in range(10)] == [(12, 12)] * 10
+                assert api.terminate() == 0
+                assert not directory.exists()
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(api.pid, signal.SIGKILL)  # uvicorn's workers outlive a supervisor that is killed
+    finally:
+        delete_prefix(redis_url, prefix)
+
+
+def _family_names(url: str) -> list[str]:
+    return sorted(family.name for family in text_string_to_metric_families(httpx.get(url, timeout=10).text))
+
+
+def _api_pids(api: GnomonProcess, n: int) -> list[int]:
+    """The pids of the first `n` API processes that logged their ready line."""
+    pattern = re.compile(r"ready: api \(process (\d+)\)")
+    eventually(lambda: pattern.findall(api.log), lambda found: len(found) >= n, f"{n} API processes ready")
+    return [int(pid) for pid in pattern.findall(api.log)[:n]]
+
+
+def _submit_past(stopped: int, port: int, n: int) -> None:
+    """Submit `n` jobs while process `stopped` is stopped, so that another one accepts the connection. (uvicorn
+    kills a worker that does not answer its health check for 5 s; one connection keeps this much shorter.)"""
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        with GnomonClient(f"http://127.0.0.1:{port}", TOKEN) as client:
+            for _ in range(n):
+                client.submit("noop", queue="spread")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stopped, signal.SIGCONT)
+
+
+def _shared_directory(api: GnomonProcess) -> Path:
+    found = re.search(r"metrics of the API processes are summed in (\S+)", api.log)
+    assert found, api.log[-2000:]
+    return Path(found.group(1))
