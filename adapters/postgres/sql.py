@@ -140,9 +140,9 @@ UPDATE jobs SET state = 'running', attempt = attempt + 1, version = version + 1,
 FROM wanted
 WHERE jobs.ctid = wanted.ctid AND jobs.state = wanted.state AND wanted.ready
 RETURNING jobs.id, jobs.task, jobs.payload, jobs.queue, jobs.priority, jobs.run_at, jobs.attempt, jobs.max_attempts,
-    jobs.backoff::text, jobs.timeout_seconds, jobs.idempotency_key, jobs.schedule_id, jobs.scheduled_for,
-    jobs.concurrency_limit, jobs.result, jobs.last_error, nullif(jobs.created_at, jobs.run_at),
-    nullif(jobs.dispatched_at, jobs.run_at), jobs.version"""
+    jobs.backoff::text AS backoff, jobs.timeout_seconds, jobs.idempotency_key, jobs.schedule_id, jobs.scheduled_for,
+    jobs.concurrency_limit, jobs.result, jobs.last_error, nullif(jobs.created_at, jobs.run_at) AS created_apart,
+    nullif(jobs.dispatched_at, jobs.run_at) AS dispatched_apart, jobs.version"""
 
 # The jobs a worker's claim started although the worker never heard the answer (the connection died while the
 # claim committed): running under that worker's lease, not yet expired.
