@@ -218,8 +218,10 @@ async def _cancel(conn: Connection, job_ids: list[str], new: Sequence[Job],
     live = [job for job in seen if not job.terminal]
     keys = {job.concurrency_key for job in live if job.concurrency_key is not None}
     queues = await flow.limiting(conn, {job.queue for job in live})
-    if keys or queues:
-        holding = keys | {job.concurrency_key for job in new if job.concurrency_key is not None}
+    # The new jobs' keys even when the cancelled jobs have none (a schedule given a key since): gating locks them
+    # next, and a claim of both jobs locks the key before the row, so the row lock must not come first.
+    holding = keys | {job.concurrency_key for job in new if job.concurrency_key is not None}
+    if holding or queues:
         await conn.execute(flow_sql.LOCK_FOR_HOLDING, {"keys": sorted(holding), "queues": sorted(queues)})
     wanted = {job.id for job in live}
     params = {"ids": [key for key in ids if str(key) in wanted]}

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
+from attrs import evolve
 from redis.asyncio import Redis
 
 from adapters.memory.clock import FrozenClock
@@ -97,3 +98,29 @@ async def _until_a_session_waits_for_a_lock(conn: psycopg.AsyncConnection, secon
     while (await (await conn.execute(query)).fetchone())[0] == 0:  # type: ignore[index]
         assert loop.time() < end, "the recording never waited for the tick's lock"
         await asyncio.sleep(0.01)
+
+
+async def test_a_firing_that_cancels_an_unkeyed_job_for_a_keyed_one_waits_for_the_key_before_the_row(
+        pool: Pool, pg_url: str) -> None:
+    """A schedule given a concurrency key after its last firing: the job it cancels has no key (no flow lock),
+    the job it fires has one. The firing used to lock the cancelled job's row first and the new key next (gating),
+    while a claim whose batch held both locks the key first and the row next: a deadlock. The key comes first now."""
+    jobs, schedules = PgJobRepository(pool), PgScheduleRepository(pool)
+    schedule = make_schedule(overlap_policy="cancel_other")
+    await schedules.add(schedule)
+    first = (await schedules.record(schedule.plan(now=at(60), previous=None, new_id=new_id))).jobs[0]
+    await jobs.claim([first.id], worker_id="w1", now=at(61), lease_seconds=600)
+    stored = await schedules.get(schedule.id)
+    keyed = evolve(stored, spec=evolve(stored.spec, job=JobSpec(task="noop", concurrency_key="nightly")))
+    firing = keyed.plan(now=at(120), previous=await jobs.get(first.id), new_id=new_id)
+    assert firing.cancel_job_ids == (first.id,)
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as claim:
+        async with claim.transaction():
+            await claim.execute(flow_sql.LOCK_FOR_HOLDING, {"keys": ["nightly"], "queues": []})
+            recording = asyncio.create_task(schedules.record(firing))
+            await _until_a_session_waits_for_a_lock(claim)
+            await claim.execute("SET LOCAL lock_timeout = '10s'")
+            await claim.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", [first.id])
+        fired = await asyncio.wait_for(recording, 30)
+    assert [f.job.id for f in fired.cancelled] == [first.id]
+    assert (await jobs.get(first.id)).state is State.CANCELLED
