@@ -18,6 +18,10 @@ from domain.job import Job, State
 
 Connection = psycopg.AsyncConnection[DictRow]
 WAKE_LIMIT: Final = 10_000
+# Dispatch gating's fast path (V013): a key is far below its limit when what it has in flight plus GATE_STRIPES x
+# GATE_SHARE is within the smallest limit of its jobs in the batch, and the batch has at most GATE_SHARE of them.
+GATE_STRIPES: Final = 8
+GATE_SHARE: Final = 32
 
 
 def gated(job: Job, limited: Collection[str]) -> bool:
@@ -72,12 +76,31 @@ async def gate_promoted(conn: Connection, promoted: Sequence[Job], now: datetime
 
 
 async def _verdict(conn: Connection, keyed: list[Job], now: datetime, *, deciding: list[str]) -> list[Job]:
+    if await _far_below(conn, keyed, now, deciding=deciding):
+        return list(keyed)
     keys = sorted({j.concurrency_key for j in keyed if j.concurrency_key is not None})
     await conn.execute(flow_sql.LOCK_FOR_HOLDING, {"keys": keys, "queues": []})
     params = {"keys": keys, "now": now, "deciding": deciding}
     busy = {row["key"]: row["busy"] for row in await (await conn.execute(flow_sql.IN_FLIGHT, params)).fetchall()}
     admitted, held = admit(keyed, key_busy=busy)
     return admitted + [job.hold(now=now, reason=reason) for job, reason in held]
+
+
+async def _far_below(conn: Connection, keyed: list[Job], now: datetime, *, deciding: list[str]) -> bool:
+    """Are all these keys far below their limits (gnomon_gate_fast, V013: their locks taken shared, kept when true)?
+    Batches that cannot pass (a key's limit under GATE_STRIPES x GATE_SHARE, or more than GATE_SHARE of its jobs)
+    are not even tried."""
+    limits: dict[str, list[int]] = {}
+    for job in keyed:
+        if job.concurrency_key is not None:
+            limits.setdefault(job.concurrency_key, []).append(job.concurrency_limit)
+    if any(len(lims) > GATE_SHARE or min(lims) < GATE_STRIPES * GATE_SHARE for lims in limits.values()):
+        return False
+    params = {"keys": [key for key, lims in limits.items() for _ in lims],
+              "limits": [lim for lims in limits.values() for lim in lims], "now": now, "deciding": deciding,
+              "stripes": GATE_STRIPES, "share": GATE_SHARE}
+    row = await (await conn.execute(flow_sql.GATE_FAST, params)).fetchone()
+    return bool(row and row["fast"])
 
 
 async def lock_for_waking(conn: Connection, keys: Collection[str], queues: Collection[str]) -> None:

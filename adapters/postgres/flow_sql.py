@@ -46,6 +46,13 @@ WHERE concurrency_key = ANY(%(keys)s::text[])
        OR (state = 'queued' AND held_for IS NULL AND id <> ALL(%(deciding)s::uuid[])))
 GROUP BY concurrency_key"""
 
+# Dispatch gating far below every key's limit (V013): the keys locked shared plus a gate stripe, then each key's in
+# flight checked against the smallest limit of its jobs here; true: admit them all, holding none (the locks stay).
+# False: nothing is left locked, gate exactly (LOCK_FOR_HOLDING, IN_FLIGHT). One entry per job in keys/limits.
+GATE_FAST: Final = """
+SELECT gnomon_gate_fast(%(keys)s::text[], %(limits)s::integer[], %(now)s, %(deciding)s::uuid[], %(stripes)s,
+                        %(share)s) AS fast"""
+
 # Promoted jobs that gating holds back.
 HOLD: Final = """
 UPDATE jobs SET held_at = %(now)s, held_for = 'key'

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from adapters.postgres import flow_sql
+from adapters.postgres import flow, flow_sql
 from adapters.postgres.job_repository import PgJobRepository
 from adapters.postgres.pool import Pool, create_pool, open_pool
 from adapters.postgres.queue_settings import PgQueueSettingsRepository
@@ -423,3 +423,82 @@ def walk(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
     for child in node.get("Plans", []):
         yield from walk(child)
+
+
+# Dispatch gating (V013): far below their limits (in flight + 8 stripes x 32 <= the smallest limit among a key's jobs
+# in the batch, at most 32 of them), a submit locks its keys shared plus one gate stripe and dispatches its batch.
+
+
+async def gate(conn: psycopg.AsyncConnection[Any], jobs: list[Any]) -> list[Any]:
+    async with conn.transaction():
+        return await flow.gate_new(conn, jobs, now())
+
+
+async def test_far_below_their_limits_a_submit_does_not_wait_for_the_finishes_of_its_keys(pool: Pool,
+                                                                                         pg_url: str) -> None:
+    dispatched = await keyed(pool, "a", [1000] * 50)  # in flight: 50 + 256 <= 1000
+    waker, submitter = await session(pg_url), await session(pg_url)
+    try:
+        await waker.execute(flow_sql.LOCK_FOR_WAKING, {"keys": ["a", "b"], "queues": []})  # a finish, in progress
+        jobs = [make_job(now(), concurrency_key=key, concurrency_limit=limit)
+                for key, limit in [("a", 1000)] * 20 + [("b", 300)] * 31 + [("b", 256)]]
+        gated = await gate(submitter, jobs)  # V005-V012 waited here for the keys' exclusive locks
+        assert len(gated) == 52 and not any(job.held for job in gated)
+    finally:
+        await waker.close()
+        await submitter.close()
+    assert len(dispatched) == 50
+
+
+@pytest.mark.parametrize(("limits", "in_flight"), [
+    ([255, 255], 0),  # a limit under 8 stripes x 32: never fast
+    ([400, 400], 145),  # 145 + 256 > 400
+    ([10_000, 255], 0),  # mixed limits: the smallest among the key's jobs decides
+    ([10_000] * 33, 0),  # more than 32 jobs of the key
+], ids=["small limit", "near the limit", "mixed limits", "big batch"])
+async def test_near_a_keys_limit_a_submit_locks_the_key_exclusively(pool: Pool, pg_url: str, limits: list[int],
+                                                                    in_flight: int) -> None:
+    await keyed(pool, "k", [limits[0]] * in_flight)
+    waker, submitter = await session(pg_url), await session(pg_url)
+    try:
+        await waker.execute(flow_sql.LOCK_FOR_WAKING, {"keys": ["k"], "queues": []})
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            await gate(submitter, [make_job(now(), concurrency_key="k", concurrency_limit=lim) for lim in limits])
+    finally:
+        await waker.close()
+        await submitter.close()
+
+
+GATE_KEYS = {"far": [100_000], "near": [400], "small": [10], "mixed": [260, 300, 2000]}
+
+
+async def test_submits_racing_from_many_connections_never_dispatch_beyond_a_keys_limit(pool: Pool,
+                                                                                      pg_url: str) -> None:
+    """16 connections submit random batches of 1 to 40 jobs of four keys at once, nothing runs: keys far from, near
+    and under the fast path's threshold, and a key whose jobs carry different limits. Sorted by limit, the i-th
+    dispatched job of a key has a limit of at least i; a key with one limit ends with exactly its limit dispatched,
+    the rest held for the key."""
+    pending = [(key, random.choice(limits)) for key, limits in GATE_KEYS.items()
+               for _ in range(900 if key == "far" else 600)]
+    random.shuffle(pending)
+    pools = [create_pool(pg_url, max_size=1) for _ in range(CONNECTIONS)]
+    for made in pools:
+        await open_pool(made)
+
+    async def submitter(repo: PgJobRepository) -> None:
+        while pending:
+            batch = [pending.pop() for _ in range(min(len(pending), random.randint(1, 40)))]
+            await repo.add([make_job(now(), concurrency_key=key, concurrency_limit=lim) for key, lim in batch])
+
+    try:
+        await asyncio.gather(*(submitter(PgJobRepository(made)) for made in pools))
+    finally:
+        for made in pools:
+            await made.close()
+    async with await psycopg.AsyncConnection.connect(pg_url, row_factory=dict_row) as conn:
+        rows = await (await conn.execute("SELECT concurrency_key AS key, concurrency_limit AS lim, held_for FROM jobs"
+                                         " WHERE state = 'queued'")).fetchall()
+    dispatched = {key: sorted(r["lim"] for r in rows if r["key"] == key and r["held_for"] is None) for key in GATE_KEYS}
+    assert all(lim >= i for limits in dispatched.values() for i, lim in enumerate(limits, 1)), dispatched
+    assert {key: len(dispatched[key]) for key in ("far", "near", "small")} == {"far": 900, "near": 400, "small": 10}
+    assert len(rows) == 900 + 3 * 600
