@@ -151,7 +151,7 @@ async def test_a_postgresql_crash_and_restart_mid_run_loses_nothing(throwaway_cl
             ids = await jobs.submit(*(spec("sleep", payload={"seconds": 0.3}, max_attempts=10,
                                            run_at=now + timedelta(seconds=i * 0.02)) for i in range(150)))
             await jobs.until(ids[10], State.SUCCEEDED)
-            throwaway_cluster.stop("immediate")  # a crash: connections die, recent asynchronous commits too
+            throwaway_cluster.stop("immediate")  # a crash: connections die mid-statement
             worker.wait_for_log("failed (")
             await asyncio.sleep(1)
             throwaway_cluster.start()
