@@ -83,7 +83,12 @@ _OUTCOME_COLUMNS: Final[LiteralString] = (
 # A lease is set only while running (CHECK jobs_lease_running), so the token match implies `running`. Leaving
 # the state unnamed keeps the planner off the partial index jobs_running_lease (a walk over every running
 # job; likewise in RENEW), and the ids, also given as an array, make it look the rows up by primary key: it
-# cannot know how many rows json_to_recordset yields, and would otherwise scan the table when it is small.
+# cannot know how many rows json_to_recordset yields, and would otherwise scan the table when it is small. The
+# token is compared by two inequalities, not `=`: two equalities to `new.version - 1` would let the planner derive
+# `jobs.version = jobs.lease_token`, a filter on jobs it estimates at 0.5 % of the rows (~1 row of the batch's),
+# and without statistics (a fresh table) it then joined a few hundred outcomes to their jobs by a nested loop over
+# the records, each job compared with every record: 0.2-0.75 s for 650-800 outcomes of 20,000 jobs, against
+# 20-30 ms by a hash join.
 FINISH_JOBS: Final[LiteralString] = (
     "WITH new AS (SELECT * FROM json_to_recordset(%(jobs)s::json) AS n (" + _OUTCOME_COLUMNS + ")), "
     "written AS (UPDATE jobs SET state = new.state, attempt = new.attempt, run_at = new.run_at,"
@@ -91,7 +96,8 @@ FINISH_JOBS: Final[LiteralString] = (
     " started_at = new.started_at, finished_at = new.finished_at, lease_worker = new.lease_worker,"
     " lease_token = new.lease_token, lease_expires_at = new.lease_expires_at, version = new.version FROM new"
     " WHERE jobs.id = ANY(%(ids)s::uuid[]) AND jobs.id = new.id AND jobs.version = new.version - 1"
-    " AND jobs.lease_token = new.version - 1 AND jobs.lease_expires_at > %(now)s RETURNING jobs.id), "
+    " AND jobs.lease_token >= new.version - 1 AND jobs.lease_token <= new.version - 1"
+    " AND jobs.lease_expires_at > %(now)s RETURNING jobs.id), "
     "ran AS (INSERT INTO runs (" + _RUN_COLUMNS + ") SELECT id, coalesce(run_attempt, attempt), run_worker,"
     " coalesce(run_started_at, started_at), coalesce(run_finished_at, updated_at, finished_at), run_outcome,"
     " run_error FROM new"
