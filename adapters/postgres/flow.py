@@ -9,10 +9,10 @@ from datetime import datetime
 from typing import Any, Final, LiteralString
 
 import psycopg
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 
 from adapters.postgres import flow_sql
-from adapters.postgres.rows import _job_from_row
+from adapters.postgres.rows import _job_from_row, claimed_jobs
 from domain.flow import admit
 from domain.job import Job, State
 
@@ -40,7 +40,8 @@ async def claim_gated(conn: Connection, ids: str, params: dict[str, Any], limite
     keys far below their limits, are locked shared, near them exclusively). It handles any job, limited or not.
     `ids`: uuid text as an array literal (rows.uuid_array); `params` are the claim's (worker, now, expires_at)."""
     params = {**params, "ids": ids, "limited": sorted(limited)}
-    return [_job_from_row(r) for r in await (await conn.execute(flow_sql.CLAIM_GATED, params)).fetchall()]
+    rows = await (await conn.cursor(row_factory=tuple_row).execute(flow_sql.CLAIM_GATED, params)).fetchall()
+    return claimed_jobs(rows, worker_id=params["worker"], now=params["now"], expires_at=params["expires_at"])
 
 
 async def write_and_wake(conn: Connection, query: LiteralString, params: dict[str, Any], now: datetime,

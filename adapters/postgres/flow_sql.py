@@ -21,12 +21,15 @@ from __future__ import annotations
 
 from typing import Final
 
+from adapters.postgres.sql import CLAIMED_COLUMNS
+
 # The gated claim and the wake lock, then decide: functions of V005 and V006 (one statement for the client, a fresh
 # snapshot for each statement inside). The claim: the queued jobs among the ids that their key and queue let start
 # start, the others are held. The wake: held jobs of the keys and queues that have room (held before
 # %(held_before)s, NULL: any).
-CLAIM_GATED: Final = """
-SELECT * FROM gnomon_claim_gated(%(ids)s::uuid[], %(limited)s::text[], %(worker)s, %(now)s, %(expires_at)s)"""
+CLAIM_GATED: Final = (
+    "SELECT " + CLAIMED_COLUMNS + " FROM gnomon_claim_gated(%(ids)s::uuid[], %(limited)s::text[], %(worker)s, %(now)s,"
+    " %(expires_at)s) AS jobs")
 WAKE: Final = """
 SELECT * FROM gnomon_wake(%(keys)s::text[], %(queues)s::text[], %(now)s, %(limit)s, %(held_before)s::timestamptz)"""
 

@@ -126,16 +126,16 @@ def _backoff_of_text(text: str) -> Backoff:
 
 def claimed_jobs(rows: Iterable[tuple[Any, ...]], *, worker_id: str, now: datetime,
                  expires_at: datetime) -> list[Job]:
-    """The jobs sql.CLAIM started, from the columns it returns (tuples, in its RETURNING order) and what the claim
-    set itself: running, updated and started `now`, not finished, not held, under `worker_id`'s lease until
-    `expires_at` with the new version as its token; no concurrency key (the claim starts only jobs without one).
-    The claims of a batch mostly share a version, so they share a Lease (frozen) too."""
+    """The jobs a claim started (sql.CLAIM, or the gated claim: flow_sql.CLAIM_GATED), from sql.CLAIMED_COLUMNS
+    (tuples, in that order) and what the claim set itself: running, updated and started `now`, not finished, not
+    held, under `worker_id`'s lease until `expires_at` with the new version as its token. The claims of a batch
+    mostly share a version, so they share a Lease (frozen) too."""
     now, expires_at = now.astimezone(UTC), expires_at.astimezone(UTC)
     leases: dict[int, Lease] = {}
     jobs = []
     for (job_id, task, payload, queue, priority, run_at, attempt, max_attempts, backoff, timeout_seconds,
-         idempotency_key, schedule_id, scheduled_for, concurrency_limit, result, last_error, created_at,
-         dispatched_at, version) in rows:
+         idempotency_key, schedule_id, scheduled_for, concurrency_key, concurrency_limit, result, last_error,
+         created_at, dispatched_at, version) in rows:
         lease = leases.get(version)
         if lease is None:
             lease = leases[version] = Lease(worker_id=worker_id, token=version, expires_at=expires_at)
@@ -144,7 +144,7 @@ def claimed_jobs(rows: Iterable[tuple[Any, ...]], *, worker_id: str, now: dateti
             id=job_id, task=task, payload=payload, queue=queue, priority=priority, run_at=run_at,
             state=State.RUNNING, attempt=attempt, max_attempts=max_attempts, backoff=_backoff_of_text(backoff),
             timeout_seconds=timeout_seconds, idempotency_key=idempotency_key, schedule_id=schedule_id,
-            scheduled_for=_utc(scheduled_for), concurrency_key=None, concurrency_limit=concurrency_limit,
+            scheduled_for=_utc(scheduled_for), concurrency_key=concurrency_key, concurrency_limit=concurrency_limit,
             result=result, last_error=last_error,
             created_at=run_at if created_at is None else created_at.astimezone(UTC), updated_at=now,
             started_at=now, finished_at=None,

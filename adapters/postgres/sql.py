@@ -130,11 +130,19 @@ SELECT id::text, queue, priority, keyed FROM promoted ORDER BY promoted.run_at, 
 # (no concurrency key, not held, of a queue the worker does not know to limit starts); the claim hands the others
 # to the gated claim (flow_sql.CLAIM_GATED), so an unlimited deployment pays nothing for it.
 # It returns only what the claim did not set itself (rows.claimed_jobs fills in the rest from its parameters:
-# running, started and updated now, the lease; not held and without a concurrency key, as `ready` demands): whole
+# running, started and updated now, the lease; not held, as `ready` demands, and the gated claim too): whole
 # rows cost the client ~3 us a job more to read, and the backend ~1-2 us more to print. `created_at` and
 # `dispatched_at` come back as NULL when they equal `run_at` (a job submitted due: all three are its submit time;
 # neither column can be null in a claimed row, CHECK jobs_queued_dispatched), the backoff as its text, which jobs
 # mostly share (read once per claim, not decoded per job).
+# What a claim returns of each job it started (rows.claimed_jobs reads them, in this order), of rows named `jobs`:
+# sql.CLAIM's RETURNING and what the client selects of the gated claim's rows (flow_sql.CLAIM_GATED).
+CLAIMED_COLUMNS: Final = """jobs.id, jobs.task, jobs.payload, jobs.queue, jobs.priority, jobs.run_at, jobs.attempt,
+    jobs.max_attempts, jobs.backoff::text AS backoff, jobs.timeout_seconds, jobs.idempotency_key, jobs.schedule_id,
+    jobs.scheduled_for, jobs.concurrency_key, jobs.concurrency_limit, jobs.result, jobs.last_error,
+    nullif(jobs.created_at, jobs.run_at) AS created_apart, nullif(jobs.dispatched_at, jobs.run_at) AS dispatched_apart,
+    jobs.version"""
+
 CLAIM: Final = """
 WITH wanted AS MATERIALIZED (
     SELECT ctid, state, state = 'queued' AND held_for IS NULL AND concurrency_key IS NULL
@@ -145,10 +153,7 @@ UPDATE jobs SET state = 'running', attempt = attempt + 1, version = version + 1,
     lease_expires_at = %(expires_at)s
 FROM wanted
 WHERE jobs.ctid = wanted.ctid AND jobs.state = wanted.state AND wanted.ready
-RETURNING jobs.id, jobs.task, jobs.payload, jobs.queue, jobs.priority, jobs.run_at, jobs.attempt, jobs.max_attempts,
-    jobs.backoff::text AS backoff, jobs.timeout_seconds, jobs.idempotency_key, jobs.schedule_id, jobs.scheduled_for,
-    jobs.concurrency_limit, jobs.result, jobs.last_error, nullif(jobs.created_at, jobs.run_at) AS created_apart,
-    nullif(jobs.dispatched_at, jobs.run_at) AS dispatched_apart, jobs.version"""
+RETURNING """ + CLAIMED_COLUMNS
 
 # The jobs a worker's claim started although the worker never heard the answer (the connection died while the
 # claim committed): running under that worker's lease, not yet expired.

@@ -102,9 +102,10 @@ async def test_concurrent_claims_start_each_job_once(open_pools: Open, jobs: PgJ
 
 async def test_a_claimed_job_carries_every_field_as_stored(jobs: PgJobRepository,
                                                            schedules: PgScheduleRepository) -> None:
-    """The claim returns only the columns it did not set (sql.CLAIM) and fills in the rest: every field of every
-    claimed job, whatever was submitted (payload, queue, priority, attempts, backoff, timeout, keys, a schedule's
-    occurrence, a retried attempt's error, instants that differ), must equal the stored row, read in full."""
+    """The claim returns only the columns it did not set (sql.CLAIMED_COLUMNS, of the plain claim and of the gated
+    one, which starts the keyed job) and fills in the rest: every field of every claimed job, whatever was submitted
+    (payload, queue, priority, attempts, backoff, timeout, keys, a schedule's occurrence, a retried attempt's error,
+    instants that differ), must equal the stored row, read in full."""
     schedule = make_schedule()
     await schedules.add(schedule)
     backoff = Backoff(base_seconds=3.5, factor=3.0, max_seconds=99.0, jitter=False)
@@ -117,6 +118,7 @@ async def test_a_claimed_job_carries_every_field_as_stored(jobs: PgJobRepository
                    scheduled_for=at(-60)),
         make_job(run_at=at(1)),  # promoted: dispatched after it was created, at its run_at
         make_job(max_attempts=3),  # fails once, retried: attempt 2, the first attempt's error, a later version
+        make_job(concurrency_key="tenant-7", concurrency_limit=100, priority=3),  # started by the gated claim
     ]
     await jobs.add(made)
     await jobs.promote_due(at(1), 10)
@@ -131,7 +133,7 @@ async def test_a_claimed_job_carries_every_field_as_stored(jobs: PgJobRepository
     for job in claimed:
         assert job == await jobs.get(job.id)
         assert job.lease is not None and job.lease.token == job.version and job.lease.worker_id == "w1"
-    special, late, fired, promoted, retried = claimed
+    special, late, fired, promoted, retried, keyed = claimed
     assert (special.payload, special.queue, special.priority, special.max_attempts, special.backoff,
             special.timeout_seconds, special.idempotency_key, special.concurrency_limit) == (
         {"nested": {"list": [1, "two", None]}, "x": 1.5}, "other.q", 7, 5, backoff, 12.5, "once", 4)
@@ -139,7 +141,8 @@ async def test_a_claimed_job_carries_every_field_as_stored(jobs: PgJobRepository
     assert (fired.schedule_id, fired.scheduled_for, fired.timeout_seconds) == (schedule.id, at(-60), 7.0)
     assert (promoted.run_at, promoted.created_at, promoted.dispatched_at) == (at(1), T0, at(1))
     assert (retried.attempt, retried.last_error, retried.version) == (2, "boom", first.version + 3)
-    assert all(j.attempt == 1 for j in claimed[:4])
+    assert (keyed.concurrency_key, keyed.concurrency_limit, keyed.priority) == ("tenant-7", 100, 3)
+    assert all(j.attempt == 1 for j in claimed[:4] + [keyed])
     assert retried.lease is not None and special.lease is not None and retried.lease != special.lease
     # what the worker derives from them: when each attempt times out
     assert [j.deadline() for j in claimed] == [at(101 + j.timeout_seconds) for j in made]
