@@ -47,11 +47,14 @@ async def claim_gated(conn: Connection, ids: str, params: dict[str, Any], limite
 async def write_and_wake(conn: Connection, query: LiteralString, params: dict[str, Any], now: datetime,
                          keys: Collection[str], queues: Collection[str]) -> tuple[list[DictRow], list[Job]]:
     """In one transaction: the write `query` that frees slots of these keys and queues (rows no holder touches:
-    running jobs), then the wake, which locks them shared before it looks. The write's rows and the woken jobs."""
-    async with conn.transaction():
-        written = await (await conn.execute(query, params)).fetchall()
-        woken = await wake(conn, now, keys=keys, queues=queues)
-    return written, woken
+    running jobs), then the wake, which locks them shared before it looks. The write's rows and the woken jobs.
+    Pipelined (BEGIN, write, wake, COMMIT in one exchange, not four): the wake needs nothing of the write's answer."""
+    async with conn.pipeline():
+        async with conn.transaction():
+            write = await conn.execute(query, params)
+            woken = await conn.execute(flow_sql.WAKE, _wake_params(now, keys, queues))
+        written, rows = await write.fetchall(), await woken.fetchall()
+    return written, [_job_from_row(row) for row in rows]
 
 
 async def gate_new(conn: Connection, jobs: Sequence[Job], now: datetime) -> list[Job]:
@@ -122,11 +125,16 @@ async def wake(conn: Connection, now: datetime, *, keys: Collection[str], queues
     dispatched, returned."""
     if not keys and not queues:
         return []
-    params = {"now": now, "keys": sorted(keys), "queues": sorted(queues), "limit": limit, "held_before": held_before}
     # gnomon_wake locks them shared first: a waker in the caller's transaction, or the sweep (which then waits for
     # a claim deciding on the same key, never for another waker)
+    params = _wake_params(now, keys, queues, limit=limit, held_before=held_before)
     rows = await (await conn.execute(flow_sql.WAKE, params)).fetchall()
     return [_job_from_row(row) for row in rows]
+
+
+def _wake_params(now: datetime, keys: Collection[str], queues: Collection[str], *, limit: int = WAKE_LIMIT,
+                 held_before: datetime | None = None) -> dict[str, Any]:
+    return {"now": now, "keys": sorted(keys), "queues": sorted(queues), "limit": limit, "held_before": held_before}
 
 
 async def held_names(conn: Connection, limit: int) -> tuple[list[str], list[str]]:
