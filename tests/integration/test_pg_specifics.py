@@ -142,7 +142,7 @@ async def test_a_claimed_job_carries_every_field_as_stored(jobs: PgJobRepository
     assert (promoted.run_at, promoted.created_at, promoted.dispatched_at) == (at(1), T0, at(1))
     assert (retried.attempt, retried.last_error, retried.version) == (2, "boom", first.version + 3)
     assert (keyed.concurrency_key, keyed.concurrency_limit, keyed.priority) == ("tenant-7", 100, 3)
-    assert all(j.attempt == 1 for j in claimed[:4] + [keyed])
+    assert all(j.attempt == 1 for j in [*claimed[:4], keyed])
     assert retried.lease is not None and special.lease is not None and retried.lease != special.lease
     # what the worker derives from them: when each attempt times out
     assert [j.deadline() for j in claimed] == [at(101 + j.timeout_seconds) for j in made]
