@@ -20,30 +20,12 @@ from typing import Any, Final
 
 import httpx
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 
 from tests.integration.processes import GnomonProcess
 
 TERMINAL: Final = ("succeeded", "failed", "cancelled")
 QUICK_BACKOFF: Final = {"base_seconds": 0.2, "factor": 1, "max_seconds": 0.2, "jitter": False}
-
-
-def durable_commits(url: str) -> None:
-    """Make the database keep every commit it acknowledged through a crash (synchronous_commit = on for its new
-    sessions). The throwaway cluster turns it off for speed (cluster.py), and then an immediate stop loses the
-    commits of its last moments although their clients heard them succeed: a worker's outcome batch acknowledged
-    2 ms before the crash vanished, its jobs stayed `running` under a lease that nobody renewed (the worker had
-    moved on), and the scheduler rescued them as `lost`. Without it, test_faults.py's crash of a writer lost 29-62
-    of its 500-607 acknowledged commits in each of 5 tries; with it, none. It is also the only setting gnomon
-    supports: a claim lost that way would hand its fencing token out again (docs/design.md, "Commits stay
-    synchronous"). fsync stays off: a crash of the server, not of the machine, leaves what was written in the
-    kernel's cache."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SET synchronous_commit = on")  # this very change is durable at once
-        row = conn.execute("SELECT current_database()").fetchone()
-        assert row is not None
-        conn.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = on").format(sql.Identifier(row[0])))
 
 
 class Fleet:
