@@ -142,7 +142,6 @@ async def redis_prefix(redis_client: Redis) -> AsyncIterator[str]:
     """A GNOMON_REDIS_PREFIX of this test alone; its keys are deleted afterwards."""
     name = new_prefix()
     yield name
-    keys = [key async for key in redis_client.scan_iter(match=f"{{{name}:*", count=1000)]
-    keys += [key async for key in redis_client.scan_iter(match=f"{name}:*", count=1000)]
+    keys = [key async for key in redis_client.scan_iter(match=f"*{name}*", count=1000)]  # hash-tagged or not
     if keys:
         await redis_client.delete(*keys)

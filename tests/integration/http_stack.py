@@ -113,7 +113,7 @@ def delete_prefix(redis_url: str, prefix: str) -> None:
     """Remove the keys a test's stack left under its prefix (the Redis database is shared)."""
     client = redis.Redis.from_url(redis_url)
     try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))  # `{prefix:q:...}` hash-tagged keys too
         if keys:
             client.delete(*keys)
     finally:

@@ -24,7 +24,6 @@ from adapters.redis.dispatcher import RedisDispatcher
 from application.ports import Dispatcher
 from domain.errors import Unavailable
 from tests.contracts.dispatcher import GUARD_SECONDS, PACE_SECONDS, DispatcherContract, job
-from tests.integration.stack import new_prefix
 
 
 @pytest.fixture
@@ -36,13 +35,8 @@ async def client(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def prefix(client: Redis) -> AsyncIterator[str]:
-    name = new_prefix()
-    yield name
-    for pattern in (f"{{{name}:*", f"{name}:*"):  # escape-free: the prefix holds no glob characters
-        keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
-        if keys:
-            await client.delete(*keys)
+def prefix(redis_prefix: str) -> str:
+    return redis_prefix
 
 
 @pytest.fixture
