@@ -53,6 +53,7 @@ from tests.integration.faults import (
 )
 from tests.integration.http_stack import TOKEN, redis_base_url
 from tests.integration.processes import gnomon_env
+from tests.integration.stack import new_prefix
 
 JOBS = 20_000
 BATCH = 500
@@ -251,7 +252,7 @@ SPEC_FIELDS = ("name", "cron", "interval_seconds", "timezone", "job", "misfire_p
 async def test_malformed_requests_flood_the_api_while_jobs_run(pg_url: str, redis_url: str, tmp_path: Path) -> None:
     deadline = time.monotonic() + SUITE_SECONDS
     port = free_port()
-    prefix = f"flood-{secrets.token_hex(3)}"
+    prefix = new_prefix()
     env = gnomon_env(pg_url, redis_url, prefix=prefix, api_tokens=TOKEN, port=port, **FAST)
     fleet = Fleet(env, {"api": ["api"], "scheduler.1": ["scheduler"], "worker.1": ["worker"]})
     base = f"http://127.0.0.1:{port}"
