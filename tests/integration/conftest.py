@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -20,6 +20,7 @@ from psycopg.conninfo import make_conninfo
 from redis.asyncio import Redis
 
 from adapters.postgres.migrate import migrate
+from adapters.postgres.pool import Pool, create_pool, open_pool
 from tests.integration.cluster import Cluster
 from tests.integration.stack import new_prefix, run_prefix
 
@@ -80,6 +81,32 @@ def pg_url(pg_template: str) -> Iterator[str]:
         yield url
     finally:
         drop_database(name)
+
+
+OpenPool = Callable[..., Awaitable[Pool]]
+
+
+@pytest.fixture
+async def open_pools(pg_url: str) -> AsyncIterator[OpenPool]:
+    """Opens pools on the test database (`max_size` connections each, 2 unless told), one per simulated process;
+    all closed at the end."""
+    pools: list[Pool] = []
+
+    async def open_one(max_size: int = 2) -> Pool:
+        pool = create_pool(pg_url, max_size=max_size)
+        await open_pool(pool)
+        pools.append(pool)
+        return pool
+
+    yield open_one
+    for pool in pools:
+        await pool.close()
+
+
+@pytest.fixture
+async def pool(open_pools: OpenPool) -> Pool:
+    """A pool of 2 connections on the test database."""
+    return await open_pools()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ at once, and the jobs held behind its key are pushed to Redis in the same tick, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
@@ -16,7 +15,7 @@ from adapters.memory.clock import FrozenClock
 from adapters.memory.metrics import RecordingMetrics
 from adapters.postgres import flow_sql
 from adapters.postgres.job_repository import PgJobRepository
-from adapters.postgres.pool import Pool, create_pool, open_pool
+from adapters.postgres.pool import Pool
 from adapters.postgres.schedule_repository import PgScheduleRepository
 from adapters.redis.cancellations import RedisCancellations
 from adapters.redis.dispatcher import RedisDispatcher
@@ -25,14 +24,12 @@ from application.ports import JobFilter
 from application.scheduler import SchedulerTick
 from domain.job import Hold, JobSpec, State
 from tests.contracts.repositories import at, make_job, make_schedule
+from tests.integration.conftest import OpenPool
 
 
 @pytest.fixture
-async def pool(pg_url: str) -> AsyncIterator[Pool]:
-    pool = create_pool(pg_url, max_size=4)
-    await open_pool(pool)
-    yield pool
-    await pool.close()
+async def pool(open_pools: OpenPool) -> Pool:
+    return await open_pools(max_size=4)
 
 
 async def test_a_tick_that_cancels_a_running_job_tells_its_worker_and_pushes_what_waited_behind_it(

@@ -9,7 +9,6 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +26,7 @@ from application.submit_jobs import dispatch
 from domain.flow import QueueSettings
 from domain.job import Job, JobSpec
 from tests.contracts.repositories import make_job
+from tests.integration.conftest import OpenPool
 
 KEYS = {"k1": 1, "k2": 2, "k3": 3}
 QUEUE_LIMIT = 4
@@ -39,13 +39,8 @@ def now() -> datetime:
 
 
 @pytest.fixture
-async def pools(pg_url: str) -> AsyncIterator[list[Pool]]:
-    made = [create_pool(pg_url, max_size=2) for _ in range(WORKERS + 2)]
-    for pool in made:
-        await open_pool(pool)
-    yield made
-    for pool in made:
-        await pool.close()
+async def pools(open_pools: OpenPool) -> list[Pool]:
+    return [await open_pools() for _ in range(WORKERS + 2)]
 
 
 def jobs_of(key: str, n: int, queue: str = "default") -> list[Job]:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,14 +32,6 @@ CONNECTIONS = 16
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-@pytest.fixture
-async def pool(pg_url: str) -> AsyncIterator[Pool]:
-    made = create_pool(pg_url, max_size=2)
-    await open_pool(made)
-    yield made
-    await made.close()
 
 
 async def queue_of(pool: Pool, n: int, max_running: int, queue: str = "capped") -> list[uuid.UUID]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -28,6 +27,7 @@ from application.submit_jobs import dispatch
 from domain.flow import QueueSettings
 from domain.job import Job
 from tests.contracts.repositories import make_job
+from tests.integration.conftest import OpenPool
 from tests.integration.test_pg_flow import sample, until_all_succeeded
 
 # a: fast while at most 6 run (6 + 64 <= 70), b: while at most 26, c: never (limit under 64)
@@ -43,13 +43,8 @@ def now() -> datetime:
 
 
 @pytest.fixture
-async def pools(pg_url: str) -> AsyncIterator[list[Pool]]:
-    made = [create_pool(pg_url, max_size=2) for _ in range(WORKERS + 2)]
-    for pool in made:
-        await open_pool(pool)
-    yield made
-    for pool in made:
-        await pool.close()
+async def pools(open_pools: OpenPool) -> list[Pool]:
+    return [await open_pools() for _ in range(WORKERS + 2)]
 
 
 def jobs_of(key: str, n: int, queue: str) -> list[Job]:

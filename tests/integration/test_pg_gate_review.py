@@ -16,12 +16,11 @@ once per key."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-import pytest
 from psycopg.rows import dict_row
 
 from adapters.postgres import flow, flow_sql
@@ -42,14 +41,6 @@ SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-@pytest.fixture
-async def pool(pg_url: str) -> AsyncIterator[Pool]:
-    made = create_pool(pg_url, max_size=2)
-    await open_pool(made)
-    yield made
-    await made.close()
 
 
 async def backlog(pool: Pool, pg_url: str) -> None:

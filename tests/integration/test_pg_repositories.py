@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from adapters.postgres.job_repository import PgJobRepository
-from adapters.postgres.pool import Pool, create_pool, open_pool
+from adapters.postgres.pool import Pool
 from adapters.postgres.queue_settings import PgQueueSettingsRepository
 from adapters.postgres.schedule_repository import PgScheduleRepository
 from application.ports import JobRepository, QueueSettingsRepository, ScheduleRepository
 from tests.contracts.cancel_other import CancelOtherContract
 from tests.contracts.flow import FlowControlContract
 from tests.contracts.repositories import JobRepositoryContract, ScheduleRepositoryContract
+from tests.integration.conftest import OpenPool
 
 
 @pytest.fixture
-async def pool(pg_url: str) -> AsyncIterator[Pool]:
-    pool = create_pool(pg_url, max_size=4)
-    await open_pool(pool)
-    yield pool
-    await pool.close()
+async def pool(open_pools: OpenPool) -> Pool:
+    return await open_pools(max_size=4)
 
 
 @pytest.fixture

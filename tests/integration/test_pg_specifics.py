@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,30 +26,9 @@ from domain.retry import Backoff
 from domain.schedule import Fate, ScheduleSpec
 from tests.contracts.repositories import LEASE, T0, at, make_job, make_schedule, planner
 from tests.integration.cluster import Cluster
+from tests.integration.conftest import OpenPool
 
 REPLICAS = 3
-Open = Callable[[], Awaitable[Pool]]
-
-
-@pytest.fixture
-async def open_pools(pg_url: str) -> AsyncIterator[Open]:
-    """Opens pools on the test database, one per simulated process; all closed at the end."""
-    pools: list[Pool] = []
-
-    async def open_one() -> Pool:
-        pool = create_pool(pg_url, max_size=2)
-        await open_pool(pool)
-        pools.append(pool)
-        return pool
-
-    yield open_one
-    for pool in pools:
-        await pool.close()
-
-
-@pytest.fixture
-async def pool(open_pools: Open) -> Pool:
-    return await open_pools()
 
 
 @pytest.fixture
@@ -71,7 +50,7 @@ async def count(pg_url: str, query: str) -> int:
 
 # -- replicas -----------------------------------------------------------------------------------------------
 
-async def test_concurrent_promotions_promote_each_job_once(open_pools: Open, jobs: PgJobRepository) -> None:
+async def test_concurrent_promotions_promote_each_job_once(open_pools: OpenPool, jobs: PgJobRepository) -> None:
     made = [make_job(run_at=at(1 + i % 50)) for i in range(300)]
     await jobs.add(made)
     replicas = [PgJobRepository(await open_pools()) for _ in range(REPLICAS)]
@@ -87,7 +66,7 @@ async def test_concurrent_promotions_promote_each_job_once(open_pools: Open, job
     assert sorted(everything) == sorted(j.id for j in made)
 
 
-async def test_concurrent_claims_start_each_job_once(open_pools: Open, jobs: PgJobRepository) -> None:
+async def test_concurrent_claims_start_each_job_once(open_pools: OpenPool, jobs: PgJobRepository) -> None:
     made = [make_job() for _ in range(100)]
     await jobs.add(made)
     ids = [j.id for j in made]
@@ -205,7 +184,7 @@ def _scans(node: dict[str, Any]) -> Iterator[tuple[str, int]]:
 
 
 async def test_concurrent_scheduler_replicas_fire_each_occurrence_once(
-        open_pools: Open, schedules: PgScheduleRepository, pg_url: str) -> None:
+        open_pools: OpenPool, schedules: PgScheduleRepository, pg_url: str) -> None:
     for n in range(20):  # 10 occurrences each (60 s apart) are due at 600 s, all within the grace
         await schedules.add(make_schedule(name=f"s{n}", misfire_grace_seconds=100_000, max_catchup=1000,
                                           misfire_policy="run_all"))

@@ -9,19 +9,11 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 
-from adapters.postgres.pool import Pool, create_pool, open_pool
+from adapters.postgres.pool import Pool
 from adapters.postgres.wakeup import PgWakeup
 
 LONG = 600.0
 GUARD = 60.0  # far beyond any healthy delivery; reaching it means the wake-up was lost
-
-
-@pytest.fixture
-async def pool(pg_url: str) -> AsyncIterator[Pool]:
-    pool = create_pool(pg_url, max_size=2)
-    await open_pool(pool)
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture
