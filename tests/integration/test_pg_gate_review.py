@@ -6,6 +6,9 @@ count that leaves the other out. V013's bound (in flight + 8 x 32 <= the smalles
 gatings among the deciders it cannot see; a wake is one too. Up to V012 gating locked the key exclusively and so
 waited for the wake (and the wake for it) and counted what it had dispatched.
 
+V015 mends it: a key with a job held behind it gates exactly, so a fast gating never runs beside a wake that has
+anything to dispatch. These tests failed on V013 and V014 (332 in flight for 300; 492-556 with 8 racing submits).
+
 The backdrop: a key whose limit is 300 with 300 jobs held and nothing in flight (the 300 jobs that ran lost their
 worker: their leases expired), what the rescue's and the sweep's wakes find. Rule (docs/design.md, "Flow control"):
 a key never has more than its limit of jobs dispatched or running.
