@@ -25,6 +25,7 @@ from adapters.postgres.pool import Pool, create_pool, open_pool
 from adapters.postgres.queue_settings import PgQueueSettingsRepository
 from domain.flow import QueueSettings
 from tests.contracts.repositories import make_job
+from tests.integration.conftest import OpenPool
 from tests.integration.test_pg_flow import rows_read
 
 CONNECTIONS = 16
@@ -32,6 +33,12 @@ CONNECTIONS = 16
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+@pytest.fixture
+async def connections(open_pools: OpenPool) -> list[Pool]:
+    """CONNECTIONS pools of one connection each, racing."""
+    return [await open_pools(max_size=1) for _ in range(CONNECTIONS)]
 
 
 async def queue_of(pool: Pool, n: int, max_running: int, queue: str = "capped") -> list[uuid.UUID]:
@@ -114,26 +121,19 @@ async def test_a_keyed_batch_of_a_small_key_limit_takes_the_exact_path_even_far_
 
 
 @pytest.mark.parametrize("limit", [64, 160])
-async def test_claims_racing_from_far_below_to_the_limit_start_exactly_max_running(pool: Pool, pg_url: str,
-                                                                                   limit: int) -> None:
+async def test_claims_racing_from_far_below_to_the_limit_start_exactly_max_running(
+        pool: Pool, connections: list[Pool], pg_url: str, limit: int) -> None:
     """16 connections claim disjoint batches of 1 to the stripe share at once, nothing finishes: the first claims take
     the fast path, the later ones count exactly; each queue ends with max_running jobs running, the rest held."""
-    pools = [create_pool(pg_url, max_size=1) for _ in range(CONNECTIONS)]
-    for made in pools:
-        await open_pool(made)
-    try:
-        for queue in ("race-1", "race-2", "race-3", "race-4"):
-            started = await race(pools, await queue_of(pool, 3 * limit, max_running=limit, queue=queue), queue,
-                                 share=limit // 16)
-            async with await psycopg.AsyncConnection.connect(pg_url, row_factory=dict_row) as conn:
-                rows = await (await conn.execute("SELECT state, held_for, count(*) AS n FROM jobs WHERE queue = %s"
-                                                 " GROUP BY 1, 2", [queue])).fetchall()
-            assert started == limit
-            assert {(row["state"], row["held_for"]): row["n"] for row in rows} == {("running", None): limit,
-                                                                                   ("queued", "queue"): 2 * limit}
-    finally:
-        for made in pools:
-            await made.close()
+    for queue in ("race-1", "race-2", "race-3", "race-4"):
+        started = await race(connections, await queue_of(pool, 3 * limit, max_running=limit, queue=queue), queue,
+                             share=limit // 16)
+        async with await psycopg.AsyncConnection.connect(pg_url, row_factory=dict_row) as conn:
+            rows = await (await conn.execute("SELECT state, held_for, count(*) AS n FROM jobs WHERE queue = %s"
+                                             " GROUP BY 1, 2", [queue])).fetchall()
+        assert started == limit
+        assert {(row["state"], row["held_for"]): row["n"] for row in rows} == {("running", None): limit,
+                                                                               ("queued", "queue"): 2 * limit}
 
 
 async def race(pools: list[Pool], ids: list[uuid.UUID], queue: str, share: int) -> int:
@@ -166,18 +166,13 @@ async def test_a_lost_workers_slot_frees_when_its_lease_expires_on_the_fast_path
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom plans", "generic plans"])
-async def test_the_fast_claim_and_an_idle_wake_read_what_they_handle_not_the_backlog(pg_url: str,
+async def test_the_fast_claim_and_an_idle_wake_read_what_they_handle_not_the_backlog(pool: Pool, pg_url: str,
                                                                                     generic: bool) -> None:
     """With 20,000 jobs queued and 200 running in a queue limited to 100,000, a fast claim of 64 reads about its 64
     jobs and the running ones it counts, and a wake that finds nothing held reads next to nothing."""
-    pool = create_pool(pg_url, max_size=1)
-    await open_pool(pool)
-    try:
-        ids = await queue_of(pool, 20_264, max_running=100_000)
-        await PgJobRepository(pool).claim([str(i) for i in ids[:200]], worker_id="w", now=now(), lease_seconds=300,
-                                          limited=("capped",))
-    finally:
-        await pool.close()
+    ids = await queue_of(pool, 20_264, max_running=100_000)
+    await PgJobRepository(pool).claim([str(i) for i in ids[:200]], worker_id="w", now=now(), lease_seconds=300,
+                                      limited=("capped",))
     statements = [  # name, statement, parameters, rows it handles
         ("fast claim", flow_sql.CLAIM_GATED, claim_params(ids[200:264]), 64 + 200),
         ("idle wake", flow_sql.WAKE, {"now": now(), "keys": ["k1", "k2"], "queues": ["capped"], "limit": 100,
@@ -308,7 +303,7 @@ RACE_KEYS = {"far": [100_000], "mid": [150], "near": [70], "small": [5], "mixed"
 
 @pytest.mark.parametrize("max_running", [None, 100_000, 200], ids=["queue unlimited", "queue far", "queue near"])
 async def test_keyed_claims_racing_from_many_connections_never_start_a_job_beyond_its_limit(
-        pool: Pool, pg_url: str, max_running: int | None) -> None:
+        pool: Pool, connections: list[Pool], pg_url: str, max_running: int | None) -> None:
     """16 connections claim random batches of 1 to 24 jobs of six keys, nothing finishes: keys far from, near and
     under the fast path's threshold, and keys whose jobs carry different limits. The exact path, run one claim at a
     time in any order, starts a job only while fewer than its own limit of its key run; with nothing finishing, such
@@ -325,20 +320,13 @@ async def test_keyed_claims_racing_from_many_connections_never_start_a_job_beyon
         count = 400 if key != "far" else 600
         ids += [str(i) for i in await keyed(pool, key, [random.choice(limits) for _ in range(count)], queue=queue)]
     random.shuffle(ids)
-    pools = [create_pool(pg_url, max_size=1) for _ in range(CONNECTIONS)]
-    for made in pools:
-        await open_pool(made)
 
     async def claimer(repo: PgJobRepository) -> None:
         while ids:
             batch = [ids.pop() for _ in range(min(len(ids), random.randint(1, 24)))]
             await repo.claim(batch, worker_id="w", now=now(), lease_seconds=300, limited=limited)
 
-    try:
-        await asyncio.gather(*(claimer(PgJobRepository(made)) for made in pools))
-    finally:
-        for made in pools:
-            await made.close()
+    await asyncio.gather(*(claimer(PgJobRepository(made)) for made in connections))
     async with await psycopg.AsyncConnection.connect(pg_url, row_factory=dict_row) as conn:
         rows = await (await conn.execute("SELECT concurrency_key AS key, concurrency_limit AS lim, state, held_for"
                                          " FROM jobs WHERE queue = %s", [queue])).fetchall()
@@ -464,8 +452,8 @@ async def test_near_a_keys_limit_a_submit_locks_the_key_exclusively(pool: Pool, 
 GATE_KEYS = {"far": [100_000], "near": [400], "small": [10], "mixed": [260, 300, 2000]}
 
 
-async def test_submits_racing_from_many_connections_never_dispatch_beyond_a_keys_limit(pool: Pool,
-                                                                                      pg_url: str) -> None:
+async def test_submits_racing_from_many_connections_never_dispatch_beyond_a_keys_limit(
+        connections: list[Pool], pg_url: str) -> None:
     """16 connections submit random batches of 1 to 40 jobs of four keys at once, nothing runs: keys far from, near
     and under the fast path's threshold, and a key whose jobs carry different limits. Sorted by limit, the i-th
     dispatched job of a key has a limit of at least i; a key with one limit ends with exactly its limit dispatched,
@@ -473,20 +461,13 @@ async def test_submits_racing_from_many_connections_never_dispatch_beyond_a_keys
     pending = [(key, random.choice(limits)) for key, limits in GATE_KEYS.items()
                for _ in range(900 if key == "far" else 600)]
     random.shuffle(pending)
-    pools = [create_pool(pg_url, max_size=1) for _ in range(CONNECTIONS)]
-    for made in pools:
-        await open_pool(made)
 
     async def submitter(repo: PgJobRepository) -> None:
         while pending:
             batch = [pending.pop() for _ in range(min(len(pending), random.randint(1, 40)))]
             await repo.add([make_job(now(), concurrency_key=key, concurrency_limit=lim) for key, lim in batch])
 
-    try:
-        await asyncio.gather(*(submitter(PgJobRepository(made)) for made in pools))
-    finally:
-        for made in pools:
-            await made.close()
+    await asyncio.gather(*(submitter(PgJobRepository(made)) for made in connections))
     async with await psycopg.AsyncConnection.connect(pg_url, row_factory=dict_row) as conn:
         rows = await (await conn.execute("SELECT concurrency_key AS key, concurrency_limit AS lim, held_for FROM jobs"
                                          " WHERE state = 'queued'")).fetchall()

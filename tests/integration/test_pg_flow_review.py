@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -28,7 +28,7 @@ from domain.flow import QueueSettings
 from domain.job import Job
 from tests.contracts.repositories import make_job
 from tests.integration.conftest import OpenPool
-from tests.integration.test_pg_flow import sample, until_all_succeeded
+from tests.integration.test_pg_flow import now, sample, until_all_succeeded
 
 # a: fast while at most 6 run (6 + 64 <= 70), b: while at most 26, c: never (limit under 64)
 KEYS = {"a": 70, "b": 90, "c": 2}
@@ -36,10 +36,6 @@ QUEUE_LIMIT = 160  # a stripe's share is 10: batches of up to 10 may take the fa
 WORKERS = 8
 LOOPS = 5  # claim-run-finish loops per worker's pool: up to 400 jobs running at once, beyond the keys' limits
 LEASE = 60.0
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 @pytest.fixture
