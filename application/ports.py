@@ -290,19 +290,6 @@ class QueueSettingsRepository(Protocol):
         ...
 
 
-class StartRate(Protocol):
-    """A token bucket per queue shared by every worker: how many jobs of a queue may start now (max_per_second)."""
-
-    async def take(self, queue: str, n: int, *, rate: float, burst: float) -> int:
-        """Take up to `n` tokens of the queue's bucket, which refills at `rate` per second up to `burst`; returns
-        how many were granted (0 to n)."""
-        ...
-
-    async def refund(self, queue: str, n: int, *, burst: float) -> None:
-        """Give back `n` tokens taken but not used (the bucket never exceeds `burst`)."""
-        ...
-
-
 class Dispatcher(Protocol):
     async def push(self, jobs: Sequence[Dispatchable]) -> None:
         """Make the jobs available to workers of their queues, highest priority first."""
@@ -310,6 +297,12 @@ class Dispatcher(Protocol):
 
     async def pop(self, queues: Sequence[str], *, limit: int, timeout: float) -> list[str]:
         """Up to `limit` job ids from the first non-empty queue in order, waiting up to `timeout` s."""
+        ...
+
+    async def pop_rated(self, queue: str, *, limit: int, rate: float, burst: float, timeout: float) -> list[str]:
+        """Up to `limit` job ids of `queue`, no more than its token bucket grants (max_per_second): one bucket per
+        queue shared by every worker, refilling at `rate` per second up to `burst`, paying one token per id
+        popped. Waits up to `timeout` s for ids; without a token, returns nothing within about 1 / rate s."""
         ...
 
     async def size(self, queue: str) -> int:

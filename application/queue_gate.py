@@ -4,29 +4,26 @@ how many jobs of a rate-limited queue.
 The settings of the worker's queues are read from the repository every `refresh_every` seconds (one small query
 per worker per second), so a PATCH reaches every worker within a second without a restart. A paused queue is not
 popped (the claim would hold its jobs anyway). A queue with max_per_second is popped only for the tokens its
-shared bucket grants (StartRate); tokens of ids not found are given back. A worker of one rate-limited queue waits
-on it holding its tokens (whoever holds tokens may start that many, so the rate still holds); a worker of several
-queues cannot wait on them all with tokens for one, so it looks again every `poll` seconds. Without rate limits a
-pop is the one blocking pop of the dispatcher over all open queues, as without flow control.
+shared bucket grants (Dispatcher.pop_rated, which pays only for the ids it finds). A worker of one rate-limited
+queue waits on it (the dispatcher holds the tokens meanwhile: whoever holds tokens may start that many, so the rate
+still holds); a worker of several queues cannot wait on them all with tokens for one, so it looks again every
+`poll` seconds. Without rate limits a pop is the one blocking pop of the dispatcher over all open queues, as
+without flow control.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Sequence
 
 from attrs import define, field
 
-from application.ports import Dispatcher, QueueSettingsRepository, StartRate
-from domain.errors import Unavailable
+from application.ports import Dispatcher, QueueSettingsRepository
 from domain.flow import QueueSettings
 
 
 @define
 class QueueGate:
     settings: QueueSettingsRepository
-    rates: StartRate
     queues: tuple[str, ...]
     refresh_every: float = 1.0
     poll: float = 0.1  # how soon an idle worker looks again at a rate-limited queue
@@ -72,23 +69,11 @@ class QueueGate:
 
     async def _pop_one(self, dispatcher: Dispatcher, queue: str, settings: QueueSettings | None,
                        limit: int, *, timeout: float = 0) -> list[str]:
-        """Pop the queue for the tokens its bucket grants; tokens not used go back. Without tokens, wait up to
-        `timeout` s for the next one instead (the caller pops again)."""
+        """Pop the queue, within its start rate if it has one; wait up to `timeout` s."""
         if settings is None or settings.max_per_second is None:
             return await dispatcher.pop([queue], limit=limit, timeout=timeout)
-        rate = settings.max_per_second
-        granted = await self.rates.take(queue, limit, rate=rate, burst=settings.burst)
-        if granted <= 0:
-            await asyncio.sleep(min(timeout, max(0.005, 1 / rate)))
-            return []
-        ids: Sequence[str] = []
-        try:
-            ids = await dispatcher.pop([queue], limit=granted, timeout=timeout)
-        finally:
-            if len(ids) < granted:
-                with contextlib.suppress(Unavailable):  # a lost refund costs a little rate, never a limit
-                    await self.rates.refund(queue, granted - len(ids), burst=settings.burst)
-        return list(ids)
+        return await dispatcher.pop_rated(queue, limit=limit, rate=settings.max_per_second, burst=settings.burst,
+                                          timeout=timeout)
 
     def _paused(self, queue: str) -> bool:
         found = self.known.get(queue)

@@ -15,7 +15,6 @@ from adapters.memory.dispatcher import InMemoryDispatcher
 from adapters.memory.jobs import InMemoryJobRepository
 from adapters.memory.queue_settings import InMemoryQueueSettingsRepository
 from adapters.memory.schedules import InMemoryScheduleRepository
-from adapters.memory.start_rate import InMemoryStartRate
 from adapters.memory.wakeup import InMemoryWakeup
 from adapters.metrics.prometheus import PrometheusMetrics, process_registry
 from adapters.postgres.job_repository import PgJobRepository
@@ -25,7 +24,6 @@ from adapters.postgres.schedule_repository import PgScheduleRepository
 from adapters.postgres.wakeup import PgWakeup
 from adapters.redis.cancellations import RedisCancellations
 from adapters.redis.dispatcher import RedisDispatcher
-from adapters.redis.start_rate import RedisStartRate
 from adapters.tasks.builtin import builtin_tasks
 from adapters.tasks.registry import ImportedTaskRegistry
 from application.bulk_jobs import CancelJobs, RetryJobs
@@ -65,7 +63,6 @@ class MemoryAdapters(containers.DeclarativeContainer):
     wakeup = providers.Singleton(InMemoryWakeup)
     cancellations = providers.Singleton(InMemoryCancellations)
     queue_settings = providers.Singleton(InMemoryQueueSettingsRepository, jobs=jobs)
-    start_rate = providers.Singleton(InMemoryStartRate, clock=providers.Singleton(SystemClock))
 
 
 class PostgresAdapters(containers.DeclarativeContainer):
@@ -83,7 +80,6 @@ class PostgresAdapters(containers.DeclarativeContainer):
                                      pace_seconds=config.dispatch_pace_seconds)
     cancellations = providers.Singleton(RedisCancellations, redis, config.redis_prefix)
     queue_settings = providers.Singleton(PgQueueSettingsRepository, pool=pool)
-    start_rate = providers.Singleton(RedisStartRate, redis, config.redis_prefix)
 
 
 class UseCases(containers.DeclarativeContainer):
@@ -187,7 +183,7 @@ class Runtime:
         settings = WorkerSettings(worker_id=worker_id, queues=queues, concurrency=concurrency,
                                   lease_seconds=s.lease_seconds, heartbeat_seconds=s.heartbeat_seconds,
                                   shutdown_grace_seconds=s.shutdown_grace_seconds)
-        gate = QueueGate(self.adapters.queue_settings(), self.adapters.start_rate(), queues)
+        gate = QueueGate(self.adapters.queue_settings(), queues)
         return Worker(self.adapters.jobs(), self.adapters.dispatcher(), self.adapters.tasks(),
                       self.use_cases.clock(), settings, self.metrics, cancellations=self.adapters.cancellations(),
                       gate=gate)
@@ -226,5 +222,4 @@ def build(settings: Settings, *, scheduler_only: bool = False, single_process: b
     if settings.redis_url is None:  # one process only (gnomon dev --database-url): dispatch stays in it
         adapters.dispatcher.override(providers.Singleton(InMemoryDispatcher))
         adapters.cancellations.override(providers.Singleton(InMemoryCancellations))
-        adapters.start_rate.override(providers.Singleton(InMemoryStartRate, clock=providers.Singleton(SystemClock)))
     return Runtime(settings, adapters)

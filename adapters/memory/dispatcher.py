@@ -4,7 +4,8 @@ It keeps the contract and the ordering rule of the Redis adapter (tests/contract
 docs/design.md "Dispatch on Redis"): highest priority first; within a priority, the k-th id of a push scored
 `now + k * pace`, lowest score first, so a batch keeps its order and an id pushed later alone overtakes the
 rest of it; an id already waiting is not added again. Its state is plain (`sets`: queue -> priority -> heap of
-(score, sequence, id)), and `waiting` shows it in pop order, so a test can look at what waits.
+(score, sequence, id)), and `waiting` shows it in pop order, so a test can look at what waits. The token buckets
+of rate-limited pops (`buckets`: queue -> (tokens, as of)) refill on the same `clock`, which a test may move by hand.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from attrs import define, field, validators
 from application.ports import Dispatchable
 
 PRIORITIES: Final = range(9, -1, -1)  # popped in this order
+MIN_TOKEN_WAIT_SECONDS: Final = 0.005  # a rated pop without tokens waits this long at least before it returns
 
 Entry = tuple[float, int, str]  # score, then the push sequence (FIFO among equal scores), then the id
 
@@ -37,6 +39,7 @@ class InMemoryDispatcher:
     sets: dict[str, dict[int, list[Entry]]] = field(factory=dict)
     pace: float = field(default=0.002, kw_only=True, validator=validators.ge(0))
     clock: Callable[[], float] = field(default=time.monotonic, kw_only=True)
+    buckets: dict[str, tuple[float, float]] = field(factory=dict, kw_only=True)  # queue -> (tokens, as of clock())
     _members: dict[tuple[str, int], set[str]] = field(factory=dict, init=False, repr=False)
     _sequence: Iterator[int] = field(factory=itertools.count, init=False, repr=False)
     # Replaced on every push: a pop waits on the event current when it found nothing, so any later push
@@ -68,6 +71,28 @@ class InMemoryDispatcher:
                 return ids
             remaining = deadline - loop.time()
             if remaining <= 0 or limit < 1 or not queues:
+                return []
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pushed.wait(), remaining)
+
+    async def pop_rated(self, queue: str, *, limit: int, rate: float, burst: float, timeout: float) -> list[str]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        while True:
+            pushed = self._pushed
+            now = self.clock()
+            tokens, since = self.buckets.get(queue, (burst, now))
+            tokens = min(burst, tokens + max(0.0, now - since) * rate)
+            granted = max(0, min(limit, int(tokens)))
+            ids = self._take([queue], granted) if granted else []
+            self.buckets[queue] = (tokens - len(ids), now)
+            if ids or limit < 1:
+                return ids
+            if not granted:  # no token: come back when the next one may be there
+                await asyncio.sleep(max(0.0, min(timeout, max(MIN_TOKEN_WAIT_SECONDS, 1 / rate))))
+                return []
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 return []
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(pushed.wait(), remaining)

@@ -19,6 +19,14 @@ never starved.
   polling). BZMPOP takes from the first non-empty set only, so a batch never mixes priorities; a short batch
   just means the worker pops again for the rest. Needs Redis >= 7.0.
 - size: ZCARD of the ten sets of a queue, in one pipeline.
+- pop_rated (max_per_second, SPEC §6): the queue's token bucket is the hash `{<prefix>:q:<queue>}:rate` (tokens,
+  as of), in the queue's hash tag beside its sets. One Lua script refills it from the server's clock (TIME: every
+  worker sees one clock, whatever its own says), takes up to `limit` tokens, ZMPOPs at most that many ids and
+  keeps only the tokens of the ids it found, atomically: a busy rate-limited queue costs one round trip per pop,
+  as an unlimited one does. The bucket holds at most `burst` tokens, so over any span t no more than
+  rate * t + burst ids are popped. When the queue was empty, the pop waits for ids holding the tokens it took
+  (whoever holds tokens may start that many, so the rate still holds) and gives back what it did not use. An idle
+  bucket expires after a minute (it is full by then anyway).
 
 Redis is never the only copy. PostgreSQL decides what exists and re-pushes queued jobs whose dispatch is
 older than GNOMON_DISPATCH_TIMEOUT_SECONDS, so an id lost here (FLUSHDB, restart, a worker killed right after
@@ -40,6 +48,7 @@ Operational notes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -47,6 +56,7 @@ from typing import Any, Final
 
 from attrs import define, field, validators
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from application.ports import Dispatchable
@@ -56,6 +66,7 @@ PRIORITIES: Final = range(9, -1, -1)  # popped in this order
 # BZMPOP's timeout 0 means "block forever", and the server counts in milliseconds: a wait this short is not
 # worth a blocking call, so anything below it is a single non-blocking ZMPOP.
 MIN_BLOCK_SECONDS: Final = 0.01
+MIN_TOKEN_WAIT_SECONDS: Final = 0.005  # a rated pop without tokens waits this long at least before it returns
 MIN_PACE_SECONDS: Final = 1e-6  # scores are whole microseconds: a batch's ids must not share one
 
 # KEYS[1]: a sorted set; ARGV[1]: the pace in microseconds; ARGV[2..]: ids in batch order. Scores are whole
@@ -79,6 +90,55 @@ if #args > 0 then
 end
 """
 PUSH_SHA: Final = hashlib.sha1(PUSH.encode()).hexdigest()
+
+# The token bucket's refill, shared by both scripts below: KEYS[1] the bucket; ARGV[2] rate per second, ARGV[3]
+# burst. Leaves `tokens` (refilled) and `t` (the server's time, seconds).
+_REFILL: Final = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]), tonumber(state[2])
+if tokens == nil then tokens, at = burst, t end
+if t > at then tokens = math.min(burst, tokens + (t - at) * rate) end
+"""
+_KEEP: Final = """
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(t))
+redis.call('EXPIRE', KEYS[1], 60)
+"""
+# KEYS[1] the bucket, KEYS[2..] the queue's sets in pop order; ARGV[1] limit. Pops up to as many ids as there are
+# whole tokens (and `limit`), pays for those found. Returns {whole tokens there were (capped at limit), ids...}.
+RATED_POP: Final = _REFILL + """
+local granted = math.min(tonumber(ARGV[1]), math.floor(tokens))
+local reply = {granted}
+if granted >= 1 then
+  local args = {'ZMPOP', #KEYS - 1}
+  for i = 2, #KEYS do args[#args + 1] = KEYS[i] end
+  args[#args + 1] = 'MIN'
+  args[#args + 1] = 'COUNT'
+  args[#args + 1] = granted
+  local popped = redis.call(unpack(args))
+  if popped then
+    for _, pair in ipairs(popped[2]) do reply[#reply + 1] = pair[1] end
+  end
+  tokens = tokens - (#reply - 1)
+end
+""" + _KEEP + """
+return reply
+"""
+# KEYS[1] the bucket; ARGV[1] n: take up to n tokens (returns the grant) or, negative, give -n back.
+TAKE: Final = _REFILL + """
+local n = tonumber(ARGV[1])
+local granted = 0
+if n < 0 then
+  tokens = math.min(burst, tokens - n)
+else
+  granted = math.min(n, math.floor(tokens))
+  tokens = tokens - granted
+end
+""" + _KEEP + """
+return granted
+"""
 
 
 def _tag_safe(_inst: object, _attr: Any, prefix: str) -> None:
@@ -110,10 +170,21 @@ class RedisDispatcher:
     # The spacing of a batch's scores. Above the time a worker pool takes per job, a job pushed alone goes ahead
     # of the rest of an earlier batch; a batch of n lets later pushes before its tail for up to n * pace.
     _pace_seconds: float = field(default=0.002, kw_only=True, validator=validators.ge(MIN_PACE_SECONDS))
+    # EVALSHA, loading the script once if the server lacks it
+    _rated_pop: AsyncScript = field(init=False, repr=False)
+    _take: AsyncScript = field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._rated_pop = self._client.register_script(RATED_POP)
+        self._take = self._client.register_script(TAKE)
 
     def key(self, queue: str, priority: int) -> str:
         """The sorted set of `queue` at `priority` (clamped to 0..9, so no id is stranded)."""
         return f"{{{self._prefix}:q:{queue}}}:z{min(max(priority, 0), 9)}"
+
+    def bucket(self, queue: str) -> str:
+        """The token bucket of `queue` (max_per_second), in the queue's hash tag."""
+        return f"{{{self._prefix}:q:{queue}}}:rate"
 
     async def push(self, jobs: Sequence[Dispatchable]) -> None:
         batches: dict[str, list[str]] = {}
@@ -153,6 +224,33 @@ class RedisDispatcher:
             if timeout < MIN_BLOCK_SECONDS:
                 return _ids(await self._client.zmpop(len(keys), keys, min=True, count=limit))
             return await self._block(keys, limit, seconds=timeout)
+
+    async def pop_rated(self, queue: str, *, limit: int, rate: float, burst: float, timeout: float) -> list[str]:
+        if limit < 1:
+            return []
+        keys = [self.key(queue, priority) for priority in PRIORITIES]
+        bucket = self.bucket(queue)
+        rated = [repr(float(rate)), repr(float(burst))]
+        with _unavailable("rated pop"):
+            granted, *found = await self._rated_pop(keys=[bucket, *keys], args=[limit, *rated])
+        if found:
+            return [member.decode() if isinstance(member, bytes) else member for member in found]
+        if granted < 1:  # no token: come back when the next one may be there
+            await asyncio.sleep(max(0.0, min(timeout, max(MIN_TOKEN_WAIT_SECONDS, 1 / rate))))
+            return []
+        if timeout < MIN_BLOCK_SECONDS:
+            return []
+        with _unavailable("rated pop"):  # the queue was empty: wait for ids with the tokens in hand
+            granted = int(await self._take(keys=[bucket], args=[limit, *rated]))
+            ids: list[str] = []
+            try:
+                if granted >= 1:
+                    ids = await self._block(keys, granted, seconds=timeout)
+            finally:
+                if len(ids) < granted:  # a lost refund costs a little rate, never a limit
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._take(keys=[bucket], args=[len(ids) - granted, *rated])
+        return ids
 
     async def _block(self, keys: list[str], limit: int, *, seconds: float) -> list[str]:
         # Slices of at most max_block_seconds, each blocking server-side: a long pop never outlasts the

@@ -22,6 +22,7 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 GUARD_SECONDS = 10.0  # turns a hang into a failure; never reached by a passing test
 PACE_SECONDS = 0.5
 BATCH = 21  # its last id is scored GUARD_SECONDS after its first
+SLOW = 0.001  # tokens per second: none comes back within a test
 
 
 def job(job_id: str, *, queue: str = "default", priority: int = 0) -> Job:
@@ -211,3 +212,66 @@ class DispatcherContract:
         await dispatcher.push([])
 
         assert await dispatcher.size("default") == 0
+
+    # -- pop_rated: the queue's token bucket (max_per_second). SLOW refills a token every 1,000 s: the tokens a
+    # test sees are the burst's, whatever the machine's speed.
+
+    async def test_a_rated_pop_takes_no_more_ids_than_the_bucket_has_tokens(self, dispatcher: Dispatcher) -> None:
+        await dispatcher.push([job(f"j{i}") for i in range(5)])
+
+        assert await dispatcher.pop_rated("default", limit=2, rate=SLOW, burst=4, timeout=0) == ["j0", "j1"]
+        assert await dispatcher.pop_rated("default", limit=10, rate=SLOW, burst=4, timeout=0) == ["j2", "j3"]
+        assert await dispatcher.pop_rated("default", limit=10, rate=SLOW, burst=4, timeout=0) == []
+        assert await dispatcher.size("default") == 1
+
+    async def test_a_rated_pop_takes_the_highest_priority_first(self, dispatcher: Dispatcher) -> None:
+        await dispatcher.push([job("low", priority=0)])
+        await dispatcher.push([job("high", priority=9)])
+
+        assert await dispatcher.pop_rated("default", limit=1, rate=SLOW, burst=4, timeout=0) == ["high"]
+
+    async def test_a_rated_pop_pays_only_for_the_ids_it_finds(self, dispatcher: Dispatcher) -> None:
+        assert await dispatcher.pop_rated("default", limit=10, rate=SLOW, burst=3, timeout=0) == []
+        await dispatcher.push([job("a")])
+        assert await dispatcher.pop_rated("default", limit=10, rate=SLOW, burst=3, timeout=0) == ["a"]
+        await dispatcher.push([job(f"j{i}") for i in range(5)])
+
+        assert await dispatcher.pop_rated("default", limit=10, rate=SLOW, burst=3, timeout=0) == ["j0", "j1"]
+
+    async def test_buckets_are_per_queue(self, dispatcher: Dispatcher) -> None:
+        await dispatcher.push([job(f"d{i}") for i in range(3)] + [job(f"o{i}", queue="other") for i in range(3)])
+
+        assert await dispatcher.pop_rated("default", limit=10, rate=SLOW, burst=2, timeout=0) == ["d0", "d1"]
+        assert await dispatcher.pop_rated("other", limit=10, rate=SLOW, burst=2, timeout=0) == ["o0", "o1"]
+
+    async def test_a_waiting_rated_pop_gets_a_later_push_and_gives_back_the_tokens_it_did_not_use(
+            self, dispatcher: Dispatcher) -> None:
+        waiting = asyncio.create_task(
+            dispatcher.pop_rated("default", limit=5, rate=SLOW, burst=3, timeout=GUARD_SECONDS))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+
+        await asyncio.create_task(dispatcher.push([job("late")]))
+
+        assert await waiting == ["late"]
+        await dispatcher.push([job(f"j{i}") for i in range(5)])
+        assert await dispatcher.pop_rated("default", limit=10, rate=SLOW, burst=3, timeout=0) == ["j0", "j1"]
+
+    async def test_a_rated_pop_without_tokens_returns_nothing_within_its_timeout(
+            self, dispatcher: Dispatcher) -> None:
+        await dispatcher.push([job("a"), job("b")])
+        assert await dispatcher.pop_rated("default", limit=5, rate=SLOW, burst=1, timeout=0) == ["a"]
+
+        popped = dispatcher.pop_rated("default", limit=5, rate=SLOW, burst=1, timeout=0.05)
+        assert await asyncio.wait_for(popped, GUARD_SECONDS) == []
+        assert await dispatcher.size("default") == 1
+
+    async def test_tokens_refill_at_the_rate(self, dispatcher: Dispatcher) -> None:
+        await dispatcher.push([job(f"j{i}") for i in range(3)])
+        assert await dispatcher.pop_rated("default", limit=5, rate=20.0, burst=1, timeout=0) == ["j0"]
+
+        # a token every 50 ms: the next pop that waits long enough gets one (a lower bound only)
+        got: list[str] = []
+        while not got:
+            got = await dispatcher.pop_rated("default", limit=5, rate=20.0, burst=1, timeout=0.2)
+        assert got == ["j1"]
