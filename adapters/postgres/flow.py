@@ -4,6 +4,7 @@ schedule repositories run them inside their own transactions."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Final, LiteralString
@@ -87,11 +88,24 @@ async def _verdict(conn: Connection, keyed: list[Job], now: datetime, *, decidin
     params = {"keys": keys, "now": now, "deciding": deciding}
     busy = {row["key"]: row["busy"] for row in await (await conn.execute(flow_sql.IN_FLIGHT, params)).fetchall()}
     admitted, held = admit(keyed, key_busy=busy)
+    now_in_flight = Counter(job.concurrency_key for job in admitted)  # the keys' bounds, exact again (V016)
+    counts = [busy.get(key, 0) + now_in_flight[key] for key in keys]
+    await conn.execute(flow_sql.RESET_BOUNDS, {"keys": keys, "counts": counts})
     return admitted + [job.hold(now=now, reason=reason) for job, reason in held]
 
 
+async def bump(conn: Connection, dispatched: Sequence[Job]) -> None:
+    """Add keyed jobs dispatched without gating (a manual retry) to their keys' bounds (V016). Without the keys'
+    locks: racing an exact gating's reset, the addition can be lost, which can only let more than a key's limit be
+    dispatched (the claim still keeps what runs within it)."""
+    keys = sorted(job.concurrency_key for job in dispatched if job.concurrency_key is not None)
+    if keys:
+        await conn.execute(flow_sql.BUMP, {"keys": keys})
+
+
 async def _far_below(conn: Connection, keyed: list[Job], now: datetime, *, deciding: list[str]) -> bool:
-    """Are all these keys far below their limits (gnomon_gate_fast, V013: their locks taken shared, kept when true)?
+    """Are all these keys far below their limits (gnomon_gate_fast, V013, V016: their locks taken shared, kept when
+    true, their bounds raised by what the batch admits)?
     Batches that cannot pass (a key's limit under GATE_STRIPES x GATE_SHARE, or more than GATE_SHARE of its jobs)
     are not even tried."""
     limits: dict[str, list[int]] = {}

@@ -23,6 +23,25 @@ from typing import Final
 
 from adapters.postgres.sql import CLAIMED_COLUMNS
 
+# Dispatch gating's bounds (V016): what each key may have in flight at most. A dispatch of held jobs (a wake, a save
+# that queues keyed jobs) adds them to a row of its backend (stripes 8-15; the fast gating adds to 0-7); only an exact
+# gating, the key locked exclusively, lowers a bound: to what it counted in flight plus what it admitted.
+_BUMP_FROM: Final = """
+    INSERT INTO gate_bounds AS g (key, stripe, admitted)
+    SELECT concurrency_key, 8 + mod(pg_backend_pid(), 8), count(*) FROM """
+_BUMP_REST: Final = """
+    WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key ORDER BY concurrency_key
+    ON CONFLICT (key, stripe) DO UPDATE SET admitted = g.admitted + excluded.admitted"""
+BUMP: Final = _BUMP_FROM + "unnest(%(keys)s::text[]) AS dispatched (concurrency_key)" + _BUMP_REST
+RESET_BOUNDS: Final = """
+WITH counted AS (SELECT * FROM unnest(%(keys)s::text[], %(counts)s::bigint[]) AS c (key, n)),
+reset AS (
+    UPDATE gate_bounds AS g SET admitted = CASE WHEN g.stripe = 0 THEN c.n ELSE 0 END
+    FROM counted AS c WHERE g.key = c.key RETURNING g.key, g.stripe)
+INSERT INTO gate_bounds (key, stripe, admitted)
+SELECT c.key, 0, c.n FROM counted AS c
+WHERE NOT EXISTS (SELECT 1 FROM reset WHERE reset.key = c.key AND reset.stripe = 0)"""
+
 # The gated claim and the wake lock, then decide: functions of V005 and V006 (one statement for the client, a fresh
 # snapshot for each statement inside). The claim: the queued jobs among the ids that their key and queue let start
 # start, the others are held. The wake: held jobs of the keys and queues that have room (held before
@@ -31,7 +50,10 @@ CLAIM_GATED: Final = (
     "SELECT " + CLAIMED_COLUMNS + " FROM gnomon_claim_gated(%(ids)s::uuid[], %(limited)s::text[], %(worker)s, %(now)s,"
     " %(expires_at)s) AS jobs")
 WAKE: Final = """
-SELECT * FROM gnomon_wake(%(keys)s::text[], %(queues)s::text[], %(now)s, %(limit)s, %(held_before)s::timestamptz)"""
+WITH woken AS (
+    SELECT * FROM gnomon_wake(%(keys)s::text[], %(queues)s::text[], %(now)s, %(limit)s, %(held_before)s::timestamptz)),
+bumped AS (""" + _BUMP_FROM + "woken" + _BUMP_REST + """)
+SELECT * FROM woken"""
 
 _LOCKS: Final = """
     SELECT hashtextextended('gnomon:key:' || k, 0) AS lock FROM unnest(%(keys)s::text[]) AS k

@@ -105,6 +105,7 @@ class PgJobRepository:
             if not written:
                 exists = await (await conn.execute(sql.JOB_EXISTS, {"id": job.id})).fetchone()
                 raise StaleWrite(f"job {job.id}") if exists else JobNotFound(job.id)
+            await flow.bump(conn, [job] if flow.in_flight(job) else [])
             return await flow.wake(conn, job.updated_at, keys=keys, queues=queues)
 
     async def promote_due(self, now: datetime, limit: int) -> list[Promoted]:
@@ -240,6 +241,7 @@ class PgJobRepository:
         async with transaction(self._pool) as conn:
             keys, queues = await _freeing(conn, [item.job for item in changes])
             written = await write_jobs(conn, sql.SAVE_JOBS, changes, {})
+            await flow.bump(conn, [item.job for item in changes if item.job.id in written and flow.in_flight(item.job)])
             woken = await flow.wake(conn, max(item.job.updated_at for item in changes), keys=keys, queues=queues)
         return Recorded(refused=[item.job.id for item in changes if item.job.id not in written], woken=woken)
 
