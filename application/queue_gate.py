@@ -5,10 +5,9 @@ The settings of the worker's queues are read from the repository every `refresh_
 per worker per second), so a PATCH reaches every worker within a second without a restart. A paused queue is not
 popped (the claim would hold its jobs anyway). A queue with max_per_second is popped only for the tokens its
 shared bucket grants (Dispatcher.pop_rated, which pays only for the ids it finds). A worker of one rate-limited
-queue waits on it (the dispatcher holds the tokens meanwhile: whoever holds tokens may start that many, so the rate
-still holds); a worker of several queues cannot wait on them all with tokens for one, so it looks again every
-`poll` seconds. Without rate limits a pop is the one blocking pop of the dispatcher over all open queues, as
-without flow control.
+queue waits on it (for an id, holding no token: it pays when the id comes); a worker of several queues looks at the
+rate-limited ones again every `poll` seconds. Without rate limits a pop is the one blocking pop of the dispatcher
+over all open queues, as without flow control.
 """
 
 from __future__ import annotations

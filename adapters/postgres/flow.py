@@ -90,6 +90,7 @@ async def _verdict(conn: Connection, keyed: list[Job], now: datetime, *, decidin
     admitted, held = admit(keyed, key_busy=busy)
     now_in_flight = Counter(job.concurrency_key for job in admitted)  # the keys' bounds, exact again (V016)
     counts = [busy.get(key, 0) + now_in_flight[key] for key in keys]
+    await conn.execute(flow_sql.LOCK_BOUNDS, {"keys": keys})
     await conn.execute(flow_sql.RESET_BOUNDS, {"keys": keys, "counts": counts})
     return admitted + [job.hold(now=now, reason=reason) for job, reason in held]
 

@@ -33,14 +33,17 @@ _BUMP_REST: Final = """
     WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key ORDER BY concurrency_key
     ON CONFLICT (key, stripe) DO UPDATE SET admitted = g.admitted + excluded.admitted"""
 BUMP: Final = _BUMP_FROM + "unnest(%(keys)s::text[]) AS dispatched (concurrency_key)" + _BUMP_REST
+# An exact gating's reset (the keys locked exclusively): first their rows, locked in (key, stripe) order - the order
+# every addition locks them in (the additions of manual retries and queue wakes take no key lock: review s4, a hash
+# join locking in physical order deadlocked with them) - then one row per key with what it counted.
+LOCK_BOUNDS: Final = """
+SELECT count(*) AS n FROM (SELECT 1 FROM gate_bounds WHERE key = ANY(%(keys)s::text[]) ORDER BY key, stripe
+                           FOR UPDATE) AS locked"""
 RESET_BOUNDS: Final = """
-WITH counted AS (SELECT * FROM unnest(%(keys)s::text[], %(counts)s::bigint[]) AS c (key, n)),
-reset AS (
-    UPDATE gate_bounds AS g SET admitted = CASE WHEN g.stripe = 0 THEN c.n ELSE 0 END
-    FROM counted AS c WHERE g.key = c.key RETURNING g.key, g.stripe)
-INSERT INTO gate_bounds (key, stripe, admitted)
-SELECT c.key, 0, c.n FROM counted AS c
-WHERE NOT EXISTS (SELECT 1 FROM reset WHERE reset.key = c.key AND reset.stripe = 0)"""
+WITH gone AS (DELETE FROM gate_bounds WHERE key = ANY(%(keys)s::text[]) AND stripe <> 0)
+INSERT INTO gate_bounds AS g (key, stripe, admitted)
+SELECT key, 0, n FROM unnest(%(keys)s::text[], %(counts)s::bigint[]) AS c (key, n) ORDER BY key
+ON CONFLICT (key, stripe) DO UPDATE SET admitted = excluded.admitted"""
 
 # The gated claim and the wake lock, then decide: functions of V005 and V006 (one statement for the client, a fresh
 # snapshot for each statement inside). The claim: the queued jobs among the ids that their key and queue let start

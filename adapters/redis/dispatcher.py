@@ -24,9 +24,9 @@ never starved.
   worker sees one clock, whatever its own says), takes up to `limit` tokens, ZMPOPs at most that many ids and
   keeps only the tokens of the ids it found, atomically: a busy rate-limited queue costs one round trip per pop,
   as an unlimited one does. The bucket holds at most `burst` tokens, so over any span t no more than
-  rate * t + burst ids are popped. When the queue was empty, the pop waits for ids holding the tokens it took
-  (whoever holds tokens may start that many, so the rate still holds) and gives back what it did not use. An idle
-  bucket expires after a minute (it is full by then anyway).
+  rate * t + burst ids are popped. When the queue was empty, the pop waits for one id without tokens, then pays
+  for it (putting it back, with its score, when there is no token) and pops more within the tokens left, in one
+  script. An idle bucket's key expires a minute after it would be full again (burst / rate + 60 s).
 
 Redis is never the only copy. PostgreSQL decides what exists and re-pushes queued jobs whose dispatch is
 older than GNOMON_DISPATCH_TIMEOUT_SECONDS, so an id lost here (FLUSHDB, restart, a worker killed right after
@@ -48,7 +48,6 @@ Operational notes:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -91,7 +90,7 @@ end
 """
 PUSH_SHA: Final = hashlib.sha1(PUSH.encode()).hexdigest()
 
-# The token bucket's refill, shared by both scripts below: KEYS[1] the bucket; ARGV[2] rate per second, ARGV[3]
+# The token bucket's refill, shared by the scripts below: KEYS[1] the bucket; ARGV[2] rate per second, ARGV[3]
 # burst. Leaves `tokens` (refilled) and `t` (the server's time, seconds).
 _REFILL: Final = """
 local now = redis.call('TIME')
@@ -104,13 +103,28 @@ if t > at then tokens = math.min(burst, tokens + (t - at) * rate) end
 """
 _KEEP: Final = """
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(t))
-redis.call('EXPIRE', KEYS[1], 60)
+local ttl = 60  -- a bucket left alone this long is full again: its key may go
+if rate > 0 then ttl = ttl + math.ceil(burst / rate) end
+redis.call('EXPIRE', KEYS[1], ttl)
 """
 # KEYS[1] the bucket, KEYS[2..] the queue's sets in pop order; ARGV[1] limit. Pops up to as many ids as there are
-# whole tokens (and `limit`), pays for those found. Returns {whole tokens there were (capped at limit), ids...}.
+# whole tokens (and `limit`), pays for those found. ARGV[4..6], when given: an id already popped by a blocking wait,
+# its score and the index in KEYS of its set: it is paid for first, or put back where it was if there is no token.
+# Returns {1 if there was a token else 0, ids...}.
 RATED_POP: Final = _REFILL + """
-local granted = math.min(tonumber(ARGV[1]), math.floor(tokens))
-local reply = {granted}
+local limit = tonumber(ARGV[1])
+local reply = {0}
+if math.floor(tokens) >= 1 then reply[1] = 1 end
+if ARGV[4] then
+  if reply[1] == 0 then
+    redis.call('ZADD', KEYS[tonumber(ARGV[6])], 'NX', ARGV[5], ARGV[4])
+  else
+    reply[2] = ARGV[4]
+    tokens = tokens - 1
+    limit = limit - 1
+  end
+end
+local granted = math.min(limit, math.floor(tokens))
 if granted >= 1 then
   local args = {'ZMPOP', #KEYS - 1}
   for i = 2, #KEYS do args[#args + 1] = KEYS[i] end
@@ -120,24 +134,11 @@ if granted >= 1 then
   local popped = redis.call(unpack(args))
   if popped then
     for _, pair in ipairs(popped[2]) do reply[#reply + 1] = pair[1] end
+    tokens = tokens - #popped[2]
   end
-  tokens = tokens - (#reply - 1)
 end
 """ + _KEEP + """
 return reply
-"""
-# KEYS[1] the bucket; ARGV[1] n: take up to n tokens (returns the grant) or, negative, give -n back.
-TAKE: Final = _REFILL + """
-local n = tonumber(ARGV[1])
-local granted = 0
-if n < 0 then
-  tokens = math.min(burst, tokens - n)
-else
-  granted = math.min(n, math.floor(tokens))
-  tokens = tokens - granted
-end
-""" + _KEEP + """
-return granted
 """
 
 
@@ -162,6 +163,10 @@ def _ids(reply: list[Any] | None) -> list[str]:
     return [member.decode() if isinstance(member, bytes) else member for member, _score in reply[1]]
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 @define
 class RedisDispatcher:
     _client: Redis
@@ -172,11 +177,9 @@ class RedisDispatcher:
     _pace_seconds: float = field(default=0.002, kw_only=True, validator=validators.ge(MIN_PACE_SECONDS))
     # EVALSHA, loading the script once if the server lacks it
     _rated_pop: AsyncScript = field(init=False, repr=False)
-    _take: AsyncScript = field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._rated_pop = self._client.register_script(RATED_POP)
-        self._take = self._client.register_script(TAKE)
 
     def key(self, queue: str, priority: int) -> str:
         """The sorted set of `queue` at `priority` (clamped to 0..9, so no id is stranded)."""
@@ -223,36 +226,30 @@ class RedisDispatcher:
         with _unavailable("pop"):
             if timeout < MIN_BLOCK_SECONDS:
                 return _ids(await self._client.zmpop(len(keys), keys, min=True, count=limit))
-            return await self._block(keys, limit, seconds=timeout)
+            return _ids(await self._block(keys, limit, seconds=timeout))
 
     async def pop_rated(self, queue: str, *, limit: int, rate: float, burst: float, timeout: float) -> list[str]:
         if limit < 1:
             return []
         keys = [self.key(queue, priority) for priority in PRIORITIES]
-        bucket = self.bucket(queue)
+        scripted = [self.bucket(queue), *keys]
         rated = [repr(float(rate)), repr(float(burst))]
         with _unavailable("rated pop"):
-            granted, *found = await self._rated_pop(keys=[bucket, *keys], args=[limit, *rated])
-        if found:
-            return [member.decode() if isinstance(member, bytes) else member for member in found]
-        if granted < 1:  # no token: come back when the next one may be there
+            had, *found = await self._rated_pop(keys=scripted, args=[limit, *rated])
+            if not found and had and timeout >= MIN_BLOCK_SECONDS:
+                # The queue was empty: wait for one id holding no token (a token held while waiting would let the
+                # bucket refill behind it), then pay for it and pop more within the tokens left.
+                waited = await self._block(keys, 1, seconds=timeout)
+                if waited:
+                    key, [(member, score)] = waited
+                    had, *found = await self._rated_pop(
+                        keys=scripted, args=[limit, *rated, _text(member), _text(score), keys.index(_text(key)) + 2])
+        if not found and not had:  # no token: come back when the next one may be there
             await asyncio.sleep(max(0.0, min(timeout, max(MIN_TOKEN_WAIT_SECONDS, 1 / rate))))
-            return []
-        if timeout < MIN_BLOCK_SECONDS:
-            return []
-        with _unavailable("rated pop"):  # the queue was empty: wait for ids with the tokens in hand
-            granted = int(await self._take(keys=[bucket], args=[limit, *rated]))
-            ids: list[str] = []
-            try:
-                if granted >= 1:
-                    ids = await self._block(keys, granted, seconds=timeout)
-            finally:
-                if len(ids) < granted:  # a lost refund costs a little rate, never a limit
-                    with contextlib.suppress(RedisError, OSError):
-                        await self._take(keys=[bucket], args=[len(ids) - granted, *rated])
-        return ids
+        return [_text(member) for member in found]
 
-    async def _block(self, keys: list[str], limit: int, *, seconds: float) -> list[str]:
+    async def _block(self, keys: list[str], limit: int, *, seconds: float) -> Any:
+        """BZMPOP's reply ([key, [[id, score], ...]]), or None when nothing came within `seconds`."""
         # Slices of at most max_block_seconds, each blocking server-side: a long pop never outlasts the
         # client's socket timeout (redis-py 8 defaults it to 5 s), and a dead server is noticed per slice.
         loop = asyncio.get_running_loop()
@@ -262,9 +259,9 @@ class RedisDispatcher:
             block = min(wait, self._max_block_seconds)
             reply = await self._client.bzmpop(block, len(keys), keys, min=True, count=limit)
             if reply:
-                return _ids(reply)
+                return reply
             wait = deadline - loop.time()
-        return []
+        return None
 
     async def size(self, queue: str) -> int:
         with _unavailable("size"):

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from adapters.postgres import flow_sql
+from adapters.postgres import flow, flow_sql
 from adapters.postgres.job_repository import PgJobRepository
 from adapters.postgres.pool import Pool
 from application.ports import Finished
@@ -175,3 +175,53 @@ async def in_flight_running(pg_url: str) -> dict[str, int]:
             "SELECT concurrency_key AS key, count(*) AS n FROM jobs WHERE state = 'running'"
             " AND lease_expires_at > %s GROUP BY 1", (now(),))).fetchall()
     return {row["key"]: int(row["n"]) for row in rows}
+
+
+# -- review s4: an exact gating's reset locked its rows in the order its plan read them (a hash join over a sequential
+# scan with many keys: physical order), the additions that take no key lock (a manual retry, a queue's wake) in key
+# order; an exact gating holding a row of z and waiting for one of m, while a bump held (a, 8+x) and waited for
+# (z, 8+x), deadlocked. LOCK_BOUNDS now locks them in (key, stripe) order first.
+
+async def _waiting(pg_url: str, pid: int) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        for _ in range(500):
+            row = await (await conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                                            (pid,))).fetchone()
+            if row and row[0] == "Lock":
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"backend {pid} never waited for a lock")
+
+
+async def test_an_exact_gating_and_an_unlocked_bump_deadlock_on_gate_bounds_rows(pool: Pool, pg_url: str) -> None:
+    fillers = [f"f{i:03d}" for i in range(146)]  # enough keys for the planner to hash-join a seq scan
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        for key in ("z", "m", "a"):  # physical order: z's rows, then m's, then a's
+            await conn.execute("INSERT INTO gate_bounds (key, stripe, admitted)"
+                               " SELECT %s, s, 0 FROM generate_series(0, 15) AS s", (key,))
+    retry_m, retry_az, submit = [await psycopg.AsyncConnection.connect(pg_url, row_factory=dict_row)
+                                 for _ in range(3)]
+    try:
+        await flow.bump(retry_m, keyed("m", 1000, 1))  # a manual retry of m, not yet committed: holds (m, 8+y)
+        batch = [job for key in ["a", "m", "z", *fillers] for job in keyed(key, 1, 1)]  # limit 1: the exact path
+
+        async def gate_exactly() -> None:
+            async with submit.transaction():
+                await flow.gate_new(submit, batch, now())
+
+        gating = asyncio.create_task(gate_exactly())
+        await _waiting(pg_url, submit.info.backend_pid)  # RESET: z's rows locked, waiting for (m, 8+y)
+
+        async def bump_a_and_z() -> None:  # a bulk retry of jobs of a and z (save_many's BUMP)
+            async with retry_az.transaction():
+                await flow.bump(retry_az, keyed("a", 1000, 1) + keyed("z", 1000, 1))
+
+        bumping = asyncio.create_task(bump_a_and_z())
+        await _waiting(pg_url, retry_az.info.backend_pid)  # holds (a, 8+x), waits for (z, 8+x)
+        await retry_m.commit()
+
+        outcomes = await asyncio.wait_for(asyncio.gather(gating, bumping, return_exceptions=True), 30)
+        assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
+    finally:
+        for conn in (retry_m, retry_az, submit):
+            await conn.close()

@@ -198,3 +198,41 @@ def test_a_pace_under_a_microsecond_is_refused(client: Redis) -> None:
     # Scores are whole microseconds: the ids of a batch would share one, and a set orders ties by id.
     with pytest.raises(ValueError, match="pace_seconds"):
         RedisDispatcher(client, "gnomon-test", pace_seconds=1e-7)
+
+
+# -- pop_rated's bucket (review s4: a waiting pop held its tokens outside the bucket, which refilled behind it, and
+# a slow rate's bucket key expired, full again, long before it had refilled)
+
+async def server_time(client: Redis) -> float:
+    seconds, micros = await client.time()
+    return seconds + micros / 1_000_000
+
+
+async def test_waiting_rated_pops_holding_tokens_let_more_than_burst_start_at_once(
+        redis_client: Redis, redis_prefix: str) -> None:
+    rate, burst, limit = 10.0, 3.0, 3
+    dispatcher = RedisDispatcher(redis_client, redis_prefix, pace_seconds=0.0001)
+    first = asyncio.create_task(dispatcher.pop_rated("q", limit=limit, rate=rate, burst=burst, timeout=8))
+    await asyncio.sleep(burst / rate + 0.2)  # the bucket is full again while `first` holds its 3 tokens
+    second = asyncio.create_task(dispatcher.pop_rated("q", limit=limit, rate=rate, burst=burst, timeout=8))
+    await asyncio.sleep(burst / rate + 0.2)  # and full again while `second` holds 3 more
+    assert not first.done() and not second.done()
+
+    start = await server_time(redis_client)
+    await dispatcher.push([job(f"j{i}", queue="q") for i in range(9)])
+    popped = await asyncio.wait_for(first, 5) + await asyncio.wait_for(second, 5)
+    popped += await dispatcher.pop_rated("q", limit=limit, rate=rate, burst=burst, timeout=0)
+    span = await server_time(redis_client) - start
+
+    # 9 ids popped in `span` seconds (a few ms): the claim allows at most rate * span + burst (~3)
+    assert len(popped) <= rate * span + burst, (len(popped), span)
+
+
+async def test_a_slow_rate_limits_bucket_outlives_its_refill(redis_client: Redis, redis_prefix: str) -> None:
+    rate, burst = 0.001, 1.0  # QueueSettings(max_per_second=0.001).burst == 1: one start per 1,000 s
+    dispatcher = RedisDispatcher(redis_client, redis_prefix, pace_seconds=0.0001)
+    await dispatcher.push([job("a", queue="q"), job("b", queue="q")])
+    assert await dispatcher.pop_rated("q", limit=1, rate=rate, burst=burst, timeout=0) == ["a"]
+
+    assert await redis_client.ttl(dispatcher.bucket("q")) >= burst / rate  # kept until it is full again
+    assert await dispatcher.pop_rated("q", limit=1, rate=rate, burst=burst, timeout=0) == []
