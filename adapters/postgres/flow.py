@@ -90,15 +90,14 @@ async def _verdict(conn: Connection, keyed: list[Job], now: datetime, *, decidin
     admitted, held = admit(keyed, key_busy=busy)
     now_in_flight = Counter(job.concurrency_key for job in admitted)  # the keys' bounds, exact again (V016)
     counts = [busy.get(key, 0) + now_in_flight[key] for key in keys]
-    await conn.execute(flow_sql.LOCK_BOUNDS, {"keys": keys})
     await conn.execute(flow_sql.RESET_BOUNDS, {"keys": keys, "counts": counts})
     return admitted + [job.hold(now=now, reason=reason) for job, reason in held]
 
 
 async def bump(conn: Connection, dispatched: Sequence[Job]) -> None:
-    """Add keyed jobs dispatched without gating (a manual retry) to their keys' bounds (V016). Without the keys'
-    locks: racing an exact gating's reset, the addition can be lost, which can only let more than a key's limit be
-    dispatched (the claim still keeps what runs within it)."""
+    """Add keyed jobs dispatched without gating (a manual retry) to their keys' bounds (V016). The caller holds the
+    keys' locks shared (job_repository._freeing takes them with the keys it frees), so an exact gating's reset,
+    which holds them exclusively, never runs beside it."""
     keys = sorted(job.concurrency_key for job in dispatched if job.concurrency_key is not None)
     if keys:
         await conn.execute(flow_sql.BUMP, {"keys": keys})

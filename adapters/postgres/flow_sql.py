@@ -33,14 +33,15 @@ _BUMP_REST: Final = """
     WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key ORDER BY concurrency_key
     ON CONFLICT (key, stripe) DO UPDATE SET admitted = g.admitted + excluded.admitted"""
 BUMP: Final = _BUMP_FROM + "unnest(%(keys)s::text[]) AS dispatched (concurrency_key)" + _BUMP_REST
-# An exact gating's reset (the keys locked exclusively): first their rows, locked in (key, stripe) order - the order
-# every addition locks them in (the additions of manual retries and queue wakes take no key lock: review s4, a hash
-# join locking in physical order deadlocked with them) - then one row per key with what it counted.
-LOCK_BOUNDS: Final = """
-SELECT count(*) AS n FROM (SELECT 1 FROM gate_bounds WHERE key = ANY(%(keys)s::text[]) ORDER BY key, stripe
-                           FOR UPDATE) AS locked"""
+# An exact gating's reset (the keys locked exclusively): one row per key with what it counted, in one statement that
+# locks the rows it replaces in (key, stripe) order - the order every addition locks them in - and touches no other
+# (review s4: a reset locking in plan order, or deleting rows added after a separate lock statement, deadlocked with
+# the additions of manual retries and queue wakes). A row added since its snapshot stays: the bound is only higher.
 RESET_BOUNDS: Final = """
-WITH gone AS (DELETE FROM gate_bounds WHERE key = ANY(%(keys)s::text[]) AND stripe <> 0)
+WITH locked AS (
+    SELECT key, stripe FROM gate_bounds WHERE key = ANY(%(keys)s::text[]) ORDER BY key, stripe FOR UPDATE),
+gone AS (
+    DELETE FROM gate_bounds AS g USING locked AS l WHERE g.key = l.key AND g.stripe = l.stripe AND l.stripe <> 0)
 INSERT INTO gate_bounds AS g (key, stripe, admitted)
 SELECT key, 0, n FROM unnest(%(keys)s::text[], %(counts)s::bigint[]) AS c (key, n) ORDER BY key
 ON CONFLICT (key, stripe) DO UPDATE SET admitted = excluded.admitted"""

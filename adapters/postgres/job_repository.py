@@ -270,12 +270,14 @@ async def _insert(conn: Connection, jobs: Sequence[Job]) -> set[str] | None:
 
 async def _freeing(conn: Connection, jobs: Sequence[Job]) -> tuple[set[str], set[str]]:
     """Keys and limiting queues whose slots these written jobs leave (now neither running nor dispatched),
-    locked for waking before the write (flow_sql.py: locks before rows, so nothing deadlocks)."""
+    locked for waking before the write (flow_sql.py: locks before rows, so nothing deadlocks). The keys of jobs the
+    write puts in flight (a manual retry: flow.bump adds them to their bounds) are locked with them, shared."""
     leaving = [job for job in jobs if not flow.in_flight(job)]
     keys = {job.concurrency_key for job in leaving if job.concurrency_key is not None}
+    entering = {job.concurrency_key for job in jobs if flow.in_flight(job) and job.concurrency_key is not None}
     queues = await flow.limiting(conn, {job.queue for job in leaving})
-    if keys or queues:
-        await flow.lock_for_waking(conn, keys, queues)
+    if keys or entering or queues:
+        await flow.lock_for_waking(conn, keys | entering, queues)
     return keys, queues
 
 

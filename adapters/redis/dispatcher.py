@@ -101,11 +101,14 @@ local tokens, at = tonumber(state[1]), tonumber(state[2])
 if tokens == nil then tokens, at = burst, t end
 if t > at then tokens = math.min(burst, tokens + (t - at) * rate) end
 """
+# Stored with every digit (Lua's tostring keeps 14: `at` rounded to 100 us credited the same slice of time to every
+# call within it, review s4b). The key lives until the bucket would be full again, capped (a rate of 1e-300 per
+# second is valid; EXPIRE takes no 1e300).
 _KEEP: Final = """
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(t))
-local ttl = 60  -- a bucket left alone this long is full again: its key may go
-if rate > 0 then ttl = ttl + math.ceil(burst / rate) end
-redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', string.format('%.6f', t))
+local ttl = 2147483647
+if rate > 0 and burst / rate < ttl - 60 then ttl = 60 + math.ceil(burst / rate) end
+redis.call('EXPIRE', KEYS[1], string.format('%d', ttl))
 """
 # KEYS[1] the bucket, KEYS[2..] the queue's sets in pop order; ARGV[1] limit. Pops up to as many ids as there are
 # whole tokens (and `limit`), pays for those found. ARGV[4..6], when given: an id already popped by a blocking wait,

@@ -225,3 +225,38 @@ async def test_an_exact_gating_and_an_unlocked_bump_deadlock_on_gate_bounds_rows
     finally:
         for conn in (retry_m, retry_az, submit):
             await conn.close()
+
+
+async def test_a_reset_waiting_for_a_bump_that_waits_for_another_does_not_deadlock(pool: Pool, pg_url: str) -> None:
+    """Review s4b: a reset that deleted rows added after a separate lock statement deadlocked with bulk additions.
+    The reset locks the rows it replaces in (key, stripe) order in its own statement: a bump holding (a, s) and
+    waiting for (b, s) (held by a third writer) makes the reset wait, and everything commits."""
+    reset_conn, bulk, third = [await psycopg.AsyncConnection.connect(pg_url, row_factory=dict_row) for _ in range(3)]
+    try:
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            for key in ("a", "b"):
+                await conn.execute("INSERT INTO gate_bounds (key, stripe, admitted) SELECT %s, s, 1"
+                                   " FROM generate_series(0, 15) AS s", (key,))
+        await third.execute("UPDATE gate_bounds SET admitted = admitted + 1 WHERE key = 'b'")  # holds b's rows
+
+        async def bulk_retry() -> None:  # save_many's BUMP of a and b: takes (a, s), waits for (b, s)
+            async with bulk.transaction():
+                await flow.bump(bulk, keyed("a", 1000, 1) + keyed("b", 1000, 1))
+
+        bumping = asyncio.create_task(bulk_retry())
+        await _waiting(pg_url, bulk.info.backend_pid)
+
+        async def reset() -> None:
+            async with reset_conn.transaction():
+                await reset_conn.execute(flow_sql.RESET_BOUNDS, {"keys": ["a", "b"], "counts": [5, 7]})
+
+        resetting = asyncio.create_task(reset())
+        await _waiting(pg_url, reset_conn.info.backend_pid)
+        await third.commit()
+
+        outcomes = await asyncio.wait_for(asyncio.gather(resetting, bumping, return_exceptions=True), 30)
+        assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
+        assert await bounds(pg_url) == {"a": 5, "b": 7}  # the reset ran last: one row per key
+    finally:
+        for conn in (reset_conn, bulk, third):
+            await conn.close()

@@ -20,9 +20,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from adapters.redis import dispatcher as redis_module
-from adapters.redis.dispatcher import RedisDispatcher
+from adapters.redis.dispatcher import PRIORITIES, RATED_POP, RedisDispatcher
 from application.ports import Dispatcher
 from domain.errors import Unavailable
+from domain.flow import QueueSettings
 from tests.contracts.dispatcher import GUARD_SECONDS, PACE_SECONDS, DispatcherContract, job
 
 
@@ -236,3 +237,67 @@ async def test_a_slow_rate_limits_bucket_outlives_its_refill(redis_client: Redis
 
     assert await redis_client.ttl(dispatcher.bucket("q")) >= burst / rate  # kept until it is full again
     assert await dispatcher.pop_rated("q", limit=1, rate=rate, burst=burst, timeout=0) == []
+
+
+# -- review s4b: a valid tiny rate overflowed EXPIRE; `at` stored to 100 us let dense pops exceed rate x span + burst;
+# the put-back of a waited id without a token, checked with the production client (bytes) and a decoding one.
+
+async def test_a_valid_tiny_rate_still_pops(redis_client: Redis, redis_prefix: str) -> None:
+    """max_per_second only has to be > 0 and finite; the new TTL (60 + ceil(burst / rate)) of a tiny rate is too big
+    for EXPIRE (Lua formats 1e300 as '1e+300'; above ~9.2e15 s EXPIRE refuses it): every pop of the queue fails."""
+    settings = QueueSettings(queue="slow", max_per_second=1e-300)
+    assert settings.problems() == {}
+    dispatcher = RedisDispatcher(redis_client, redis_prefix)
+    await dispatcher.push([job("a", queue="slow")])
+    try:
+        popped = await dispatcher.pop_rated("slow", limit=1, rate=1e-300, burst=settings.burst, timeout=0)
+    except Unavailable as exc:
+        raise AssertionError(f"a valid rate made the rated pop fail: {exc.__cause__}") from exc
+    assert popped == ["a"]  # the bucket starts full: one token
+
+
+async def test_dense_rated_pops_stay_within_rate_times_span_plus_burst(redis_client: Redis, redis_prefix: str) -> None:
+    """_KEEP stores `at` with tostring(), i.e. Lua's %.14g: the server time to 100 us. Calls within one such step
+    each refill from the same rounded `at` (t - at counted again at every call), so dense pops (many workers) get
+    more tokens than rate * elapsed. Counted with the server's own TIME (no client timing)."""
+    dispatcher = RedisDispatcher(redis_client, redis_prefix)
+    n = 6000
+    await dispatcher.push([job(f"j{i:05d}", queue="dense") for i in range(n)])
+    keys = [dispatcher.bucket("dense"), *[dispatcher.key("dense", p) for p in PRIORITIES]]
+    rate, burst = 1000.0, 1.0
+    script = redis_client.register_script(RATED_POP)
+    await script(keys=keys, args=[1, repr(rate), repr(burst)])  # loads the script
+    async with redis_client.pipeline(transaction=False) as pipe:
+        pipe.time()
+        for _ in range(3000):
+            pipe.evalsha(script.sha, len(keys), *keys, 1, repr(rate), repr(burst))
+        pipe.time()
+        replies = await pipe.execute()
+    (s0, us0), (s1, us1) = replies[0], replies[-1]
+    elapsed = (s1 - s0) + (us1 - us0) / 1e6
+    popped = sum(len(reply) - 1 for reply in replies[1:-1])
+    assert popped <= rate * elapsed + burst, (popped, elapsed, rate * elapsed + burst)
+
+
+@pytest.mark.parametrize("decode", [False, True])
+async def test_a_waited_id_without_a_token_goes_back_with_its_exact_score(redis_url: str, redis_prefix: str,
+                                                                          decode: bool) -> None:
+    client = Redis.from_url(redis_url, decode_responses=decode)
+    try:
+        dispatcher = RedisDispatcher(client, redis_prefix, pace_seconds=0.002)
+        popping = asyncio.create_task(dispatcher.pop_rated("pb", limit=5, rate=100.0, burst=100.0, timeout=3))
+        for _ in range(500):  # the pop had a token and the queue was empty: it waits in BZMPOP
+            if "cmd=bzmpop" in str(await client.execute_command("CLIENT", "LIST")):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the rated pop never waited")
+        await client.hset(dispatcher.bucket("pb"), mapping={"tokens": "0", "at": "99999999999"})  # no refill
+        await dispatcher.push([job("x", queue="pb", priority=3), job("y", queue="pb", priority=3)])
+        assert await popping == []
+        scores = dict(await client.zrange(dispatcher.key("pb", 3), 0, -1, withscores=True))
+        scores = {(k.decode() if isinstance(k, bytes) else k): v for k, v in scores.items()}
+        assert set(scores) == {"x", "y"}
+        assert scores["y"] - scores["x"] == 2000  # x back at its own score, ahead of y
+    finally:
+        await client.aclose()
