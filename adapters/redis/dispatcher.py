@@ -90,7 +90,7 @@ end
 """
 PUSH_SHA: Final = hashlib.sha1(PUSH.encode()).hexdigest()
 
-# The token bucket's refill, shared by the scripts below: KEYS[1] the bucket; ARGV[2] rate per second, ARGV[3]
+# The token bucket's refill (RATED_POP's first half): KEYS[1] the bucket; ARGV[2] rate per second, ARGV[3]
 # burst. Leaves `tokens` (refilled) and `t` (the server's time, seconds).
 _REFILL: Final = """
 local now = redis.call('TIME')
