@@ -112,7 +112,8 @@ redis.call('EXPIRE', KEYS[1], string.format('%d', ttl))
 """
 # KEYS[1] the bucket, KEYS[2..] the queue's sets in pop order; ARGV[1] limit. Pops up to as many ids as there are
 # whole tokens (and `limit`), pays for those found. ARGV[4..6], when given: an id already popped by a blocking wait,
-# its score and the index in KEYS of its set: it is paid for first, or put back where it was if there is no token.
+# its score and the index in KEYS of its set: it is paid for first, or put back where it was if there is no token,
+# and the rest of the batch comes from its set only (a batch never mixes priorities, as with BZMPOP).
 # Returns {1 if there was a token else 0, ids...}.
 RATED_POP: Final = _REFILL + """
 local limit = tonumber(ARGV[1])
@@ -131,6 +132,7 @@ local granted = math.min(limit, math.floor(tokens))
 if granted >= 1 then
   local args = {'ZMPOP', #KEYS - 1}
   for i = 2, #KEYS do args[#args + 1] = KEYS[i] end
+  if ARGV[4] then args = {'ZMPOP', 1, KEYS[tonumber(ARGV[6])]} end
   args[#args + 1] = 'MIN'
   args[#args + 1] = 'COUNT'
   args[#args + 1] = granted

@@ -301,3 +301,21 @@ async def test_a_waited_id_without_a_token_goes_back_with_its_exact_score(redis_
         assert scores["y"] - scores["x"] == 2000  # x back at its own score, ahead of y
     finally:
         await client.aclose()
+
+
+async def test_after_a_wait_a_rated_pops_batch_stays_in_the_waited_ids_priority(redis_client: Redis,
+                                                                               redis_prefix: str) -> None:
+    """The id a rated pop waited for came from one priority's set; what the script pops with it comes from that set
+    only, though a higher priority filled meanwhile (review s4b): a batch never mixes priorities."""
+    dispatcher = RedisDispatcher(redis_client, redis_prefix, pace_seconds=0.0001)
+    await dispatcher.push([job(f"low{i}", queue="w", priority=3) for i in range(3)])
+    await dispatcher.push([job("high", queue="w", priority=9)])
+    keys = [dispatcher.bucket("w"), *[dispatcher.key("w", p) for p in PRIORITIES]]
+    [(waited, score)] = await redis_client.zpopmin(dispatcher.key("w", 3))  # what the blocking wait took
+    script = redis_client.register_script(RATED_POP)
+
+    reply = await script(keys=keys, args=[5, "1000.0", "10.0", waited, repr(score),
+                                          keys.index(dispatcher.key("w", 3)) + 1])
+
+    assert reply == [1, "low0", "low1", "low2"]
+    assert await dispatcher.pop(["w"], limit=5, timeout=0) == ["high"]
