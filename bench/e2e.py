@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from tests.integration.http_stack import delete_prefix
 from tests.integration.processes import GnomonProcess, gnomon_env
 
 BASE = os.environ.get("GNOMON_BENCH_DATABASE_URL", "postgresql://root@127.0.0.1:5432/postgres")
@@ -50,8 +51,9 @@ def drop_database(name: str) -> None:
 
 
 def start_stack(stack: ExitStack, url: str, port: int, concurrency: int, workers: int) -> list[GnomonProcess]:
-    env = gnomon_env(url, REDIS, prefix=f"bench{secrets.token_hex(3)}", api_tokens=TOKEN, port=port,
-                     log_format="text")
+    prefix = f"bench{secrets.token_hex(3)}"
+    env = gnomon_env(url, REDIS, prefix=prefix, api_tokens=TOKEN, port=port, log_format="text")
+    stack.callback(delete_prefix, REDIS, prefix)  # last, after the processes: ids re-sent at the end stay otherwise
     procs = [GnomonProcess(["api"], env), GnomonProcess(["scheduler"], env)]
     procs += [GnomonProcess(["worker", "--concurrency", str(concurrency)], env) for _ in range(workers)]
     for p in procs:
