@@ -90,49 +90,40 @@ end
 """
 PUSH_SHA: Final = hashlib.sha1(PUSH.encode()).hexdigest()
 
-# The token bucket's refill (RATED_POP's first half): KEYS[1] the bucket; ARGV[2] rate per second, ARGV[3]
-# burst. Leaves `tokens` (refilled) and `t` (the server's time, seconds).
-_REFILL: Final = """
+# KEYS[1] the bucket (tokens, as of), KEYS[2..] the queue's sets in pop order; ARGV: limit, rate per second, burst.
+# Refills the bucket from the server's clock, pops up to as many ids as there are whole tokens (and `limit`) and
+# pays for those found. ARGV[4..6], when given: an id already popped by a blocking wait, its score and the index in
+# KEYS of its set: it is paid for first, or put back where it was if there is no token, and the rest of the batch
+# comes from its set only (a batch never mixes priorities, as with BZMPOP). Returns {1 if there was a token else 0,
+# ids...}. The bucket is stored with every digit (Lua's tostring keeps 14: `at` rounded to 100 us credited the same
+# slice of time to every call within it, review s4b); its key lives until the bucket would be full again, capped (a
+# rate of 1e-300 per second is valid; EXPIRE takes no 1e300).
+RATED_POP: Final = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
-local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
+local limit, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens, at = tonumber(state[1]), tonumber(state[2])
 if tokens == nil then tokens, at = burst, t end
 if t > at then tokens = math.min(burst, tokens + (t - at) * rate) end
-"""
-# Stored with every digit (Lua's tostring keeps 14: `at` rounded to 100 us credited the same slice of time to every
-# call within it, review s4b). The key lives until the bucket would be full again, capped (a rate of 1e-300 per
-# second is valid; EXPIRE takes no 1e300).
-_KEEP: Final = """
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', string.format('%.6f', t))
-local ttl = 2147483647
-if rate > 0 and burst / rate < ttl - 60 then ttl = 60 + math.ceil(burst / rate) end
-redis.call('EXPIRE', KEYS[1], string.format('%d', ttl))
-"""
-# KEYS[1] the bucket, KEYS[2..] the queue's sets in pop order; ARGV[1] limit. Pops up to as many ids as there are
-# whole tokens (and `limit`), pays for those found. ARGV[4..6], when given: an id already popped by a blocking wait,
-# its score and the index in KEYS of its set: it is paid for first, or put back where it was if there is no token,
-# and the rest of the batch comes from its set only (a batch never mixes priorities, as with BZMPOP).
-# Returns {1 if there was a token else 0, ids...}.
-RATED_POP: Final = _REFILL + """
-local limit = tonumber(ARGV[1])
 local reply = {0}
 if math.floor(tokens) >= 1 then reply[1] = 1 end
+local sets = {}
 if ARGV[4] then
+  sets = {KEYS[tonumber(ARGV[6])]}
   if reply[1] == 0 then
-    redis.call('ZADD', KEYS[tonumber(ARGV[6])], 'NX', ARGV[5], ARGV[4])
+    redis.call('ZADD', sets[1], 'NX', ARGV[5], ARGV[4])
   else
     reply[2] = ARGV[4]
     tokens = tokens - 1
     limit = limit - 1
   end
+else
+  for i = 2, #KEYS do sets[#sets + 1] = KEYS[i] end
 end
 local granted = math.min(limit, math.floor(tokens))
 if granted >= 1 then
-  local args = {'ZMPOP', #KEYS - 1}
-  for i = 2, #KEYS do args[#args + 1] = KEYS[i] end
-  if ARGV[4] then args = {'ZMPOP', 1, KEYS[tonumber(ARGV[6])]} end
+  local args = {'ZMPOP', #sets, unpack(sets)}  -- unpack() expands only as the last argument
   args[#args + 1] = 'MIN'
   args[#args + 1] = 'COUNT'
   args[#args + 1] = granted
@@ -142,7 +133,10 @@ if granted >= 1 then
     tokens = tokens - #popped[2]
   end
 end
-""" + _KEEP + """
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', string.format('%.6f', t))
+local ttl = 2147483647
+if rate > 0 and burst / rate < ttl - 60 then ttl = 60 + math.ceil(burst / rate) end
+redis.call('EXPIRE', KEYS[1], string.format('%d', ttl))
 return reply
 """
 
@@ -165,7 +159,7 @@ def _ids(reply: list[Any] | None) -> list[str]:
     """[key, [[id, score], ...]] from (B)ZMPOP, or None when every set was empty."""
     if not reply:
         return []
-    return [member.decode() if isinstance(member, bytes) else member for member, _score in reply[1]]
+    return [_text(member) for member, _score in reply[1]]
 
 
 def _text(value: Any) -> str:
